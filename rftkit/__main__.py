@@ -1,0 +1,3 @@
+from rftkit.cli import app
+
+app(prog_name="rftkit")

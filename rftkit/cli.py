@@ -1,0 +1,151 @@
+"""The `rftkit` command: run recipes, list parts, evaluate checkpoints, rebuild reports.
+
+Errors caused by input (config, files, names) print one paragraph and exit with code 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+from rftkit.config import Config, load_config, validate
+from rftkit.errors import ConfigError, RftkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+out = Console()
+err = Console(stderr=True)
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def _fail(e: Exception, debug: bool) -> None:
+    if debug:
+        raise e
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def recipe_path(recipe: str) -> Path:
+    p = Path(recipe)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"recipe file '{p}' does not exist; `rftkit recipes` lists the shipped ones")
+        return p
+    shipped = RECIPES_DIR / f"{recipe}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("*.yaml")))
+        raise ConfigError(f"no recipe '{recipe}': not a file, and not a shipped recipe ({names})")
+    return shipped
+
+
+def prepare(cfg: Config, base: Path | None) -> Config:
+    """Import user files and check every registered name, before anything runs."""
+    from rftkit.plugins import import_file
+    from rftkit.train.build import check_names
+
+    for f in cfg.imports:
+        import_file(f, base)
+    check_names(cfg)
+    return cfg
+
+
+def _fresh_name(cfg: Config) -> Config:
+    """Never overwrite a run: runs/default exists -> runs/default-1, -2, ..."""
+    base, i = cfg.name, 0
+    while cfg.run_dir.exists() and any(cfg.run_dir.iterdir()):
+        i += 1
+        cfg.name = f"{base}-{i}"
+    return cfg
+
+
+@app.command()
+def run(
+    recipe: Annotated[str, typer.Argument(help="Shipped recipe name or YAML path")] = "default",
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key.sub=value ...")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory")] = None,
+    debug: bool = typer.Option(False, help="Show tracebacks"),
+) -> None:
+    """Train a recipe (default: base -> SFT -> GRPO on the built-in model) and evaluate it."""
+    from rftkit.report.summary import summary_table, write_report
+    from rftkit.train.loop import train
+
+    if "=" in recipe:  # `rftkit run a.b=c` means the default recipe with an override
+        recipe, overrides = "default", [recipe, *(overrides or [])]
+    try:
+        if resume is not None:
+            cfg_file = resume / "config.yaml"
+            if not cfg_file.is_file():
+                raise ConfigError(f"--resume '{resume}': no config.yaml there; is it a run directory?")
+            cfg = validate(yaml.safe_load(cfg_file.read_text()), str(cfg_file))
+            cfg.out_dir, cfg.name = str(resume.parent), resume.name
+            prepare(cfg, resume)
+        else:
+            path = recipe_path(recipe)
+            cfg = _fresh_name(prepare(load_config(path, overrides or []), path.parent))
+        err.print(f"run dir: {cfg.run_dir}")
+        r = train(cfg, resume=resume is not None)
+        out.print(summary_table(r.dir))
+        out.print(f"report: {write_report(r.dir)}")
+    except RftkitError as e:
+        _fail(e, debug)
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes."""
+    for p in sorted(RECIPES_DIR.glob("*.yaml")):
+        first = p.read_text().splitlines()[0].lstrip("# ").strip() if p.read_text() else ""
+        out.print(f"[bold]{p.stem:<16}[/] {first}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the built-in tasks, their difficulty knob and their parameters."""
+    from rftkit.registry import knob_defaults
+    from rftkit.tasks.base import TASKS
+
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        knobs = ", ".join(f"{k}={v!r}" for k, v in knob_defaults(cls).items())
+        out.print(f"[bold]{name}[/]: difficulty = {cls.difficulty_doc} "
+                  f"(default {cls.default_difficulty}, ood {cls.default_ood}); params: {knobs or '-'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    path: Annotated[Path, typer.Argument(help="Run dir, checkpoint or models/<stage> folder")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key.sub=value (eval.*, data.*)")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="Recipe for the test sets if PATH is outside a run")] = None,
+    debug: bool = typer.Option(False, help="Show tracebacks"),
+) -> None:
+    """Evaluate a checkpoint: greedy accuracy and pass@k on the test and OOD splits."""
+    from rftkit.train.evaluate_cli import evaluate_path
+
+    try:
+        table = evaluate_path(path, overrides or [], recipe_path(recipe) if recipe else None, prepare)
+        out.print(table)
+    except RftkitError as e:
+        _fail(e, debug)
+
+
+@app.command()
+def report(run_dir: Path, debug: bool = typer.Option(False, help="Show tracebacks")) -> None:
+    """Rebuild a run's report from its directory."""
+    from rftkit.report.summary import summary_table, write_report
+
+    try:
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml)")
+        out.print(summary_table(run_dir))
+        out.print(f"report: {write_report(run_dir)}")
+    except RftkitError as e:
+        _fail(e, debug)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])

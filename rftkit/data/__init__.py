@@ -1,0 +1,3 @@
+"""Pools, samplers and demonstration sources; importing registers the built-in ones."""
+
+from rftkit.data import demos, samplers  # noqa: F401

@@ -1,0 +1,83 @@
+"""Problem pools: the training pool and the held-out test / OOD sets, built from task specs.
+
+Everything is generated from the run seed, so a run rebuilds the same pools on resume and
+`rftkit eval` rebuilds the same test sets. Training prompts that also occur in the test set
+are dropped from the pool, so "held-out" means never trained on.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rftkit.errors import ConfigError
+from rftkit.registry import RegistryError
+from rftkit.tasks.base import TASKS
+from rftkit.types import Problem
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Plain arguments for one task of the mixture (built from config.TaskCfg)."""
+
+    name: str
+    weight: float
+    difficulty: tuple[int, int] | None
+    ood_difficulty: tuple[int, int] | None
+    params: dict
+
+
+@dataclass
+class Pools:
+    train: list[Problem]
+    test: list[Problem]
+    ood: list[Problem]
+
+    def split(self, name: str) -> list[Problem]:
+        return {"train": self.train, "test": self.test, "ood": self.ood}[name]
+
+
+def make_task(spec: TaskSpec, where: str):
+    try:
+        return TASKS.bind(spec.name, spec.params, where=where)()
+    except (RegistryError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _draw(task, rng: random.Random, rng_range: tuple[int, int], n: int, exclude: set[str],
+          max_tries: int) -> list[Problem]:
+    out, seen, tries = [], set(exclude), 0
+    while len(out) < n and tries < max_tries:
+        tries += 1
+        p = task.sample(rng, rng.randint(*rng_range))
+        if p.prompt in seen:
+            continue
+        seen.add(p.prompt)
+        out.append(p)
+    return out
+
+
+def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size: int, seed: int) -> Pools:
+    """Distinct problems per task: test and OOD first, then the train pool without them.
+
+    A small task space may hold fewer distinct problems than asked; the pool then holds what
+    exists (a train pool may repeat prompts only through the sampler, never duplicates here).
+    """
+    total_w = sum(s.weight for s in specs)
+    pools = Pools([], [], [])
+    for i, spec in enumerate(specs):
+        where = f"data.tasks[{i}] ({spec.name})"
+        task = make_task(spec, where)
+        lo_hi = spec.difficulty or task.default_difficulty
+        ood = spec.ood_difficulty or task.default_ood
+        rng = random.Random(f"{seed}/{i}/{spec.name}")
+        test = _draw(task, rng, lo_hi, test_size, set(), 50 * test_size + 100)
+        oods = _draw(task, rng, ood, ood_size, set(), 50 * ood_size + 100)
+        n_train = round(train_size * spec.weight / total_w)
+        train = _draw(task, rng, lo_hi, n_train, {p.prompt for p in test}, 20 * n_train + 100)
+        if n_train > 0 and not train:
+            raise ConfigError(f"{where}: generated no training problems at difficulty {lo_hi}")
+        pools.train += train
+        pools.test += test
+        pools.ood += oods
+    return pools

@@ -1,0 +1,58 @@
+"""Turning problems and completions into padded token tensors, and policy log-probs.
+
+Layout (see rftkit.types): right-padded [bos] + prompt + completion + [eos]; masks are 1 on
+the completion tokens (including eos), the only positions an objective trains.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rftkit.types import DemoBatch, Problem
+
+
+def pad(rows: list[list[int]], value: float | int, dtype: torch.dtype) -> Tensor:
+    """[len(rows), max_len] right-padded tensor."""
+    t = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), t), value, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
+    return out
+
+
+def demo_batch(tok, problems: list[Problem], demos: list[str | None], max_len: int) -> DemoBatch | None:
+    """Demonstrations as (tokens [M, T], mask [M, T]); problems without a demo are skipped.
+
+    Rows longer than `max_len` are truncated from the end (mask follows), never dropped.
+    """
+    toks, masks, kept = [], [], []
+    for p, d in zip(problems, demos):
+        if d is None:
+            continue
+        prompt = [tok.bos_id] + tok.encode(p.prompt)
+        completion = tok.encode(d) + [tok.eos_id]
+        row = (prompt + completion)[:max_len]
+        toks.append(row)
+        masks.append(([0.0] * len(prompt) + [1.0] * len(completion))[:max_len])
+        kept.append(p)
+    if not toks:
+        return None
+    return DemoBatch(tokens=pad(toks, tok.pad_id, torch.long), mask=pad(masks, 0.0, torch.float32), problems=kept)
+
+
+def token_logprobs(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-token log-probs and entropies of `tokens` under `model`.
+
+    tokens [N, T] -> (logp [N, T], entropy [N, T]); logp[:, t] = log p(tokens[:, t] | tokens[:, :t])
+    with logits divided by `temperature` (the sampling temperature, so the ratio compares the
+    same distribution the engine sampled from); position 0 is 0.
+    """
+    logits = model(tokens[:, :-1]).float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logprobs = logits.log_softmax(-1)
+    lp = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    ent = -(logprobs.exp() * logprobs).sum(-1)
+    zero = lp.new_zeros(tokens.shape[0], 1)
+    return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1)

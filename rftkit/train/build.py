@@ -1,0 +1,117 @@
+"""Builders: turn config objects into the plain parts a stage runs with (STYLE G5).
+
+This is the only place in `train/` that reads config classes; parts get plain arguments.
+`check_names` resolves every registered name and params of a config up front, so a typo
+fails before any training with the config path in the message.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from rftkit.algos.advantages import ADVANTAGES
+from rftkit.algos.objectives import OBJECTIVES
+from rftkit.algos.schedules import SCHEDULES
+from rftkit.config import Config, ObjectiveCfg, StageCfg
+from rftkit.data.demos import DEMO_SOURCES
+from rftkit.data.pool import TaskSpec
+from rftkit.data.samplers import SAMPLERS
+from rftkit.errors import ConfigError
+from rftkit.registry import RegistryError
+from rftkit.rollout.base import GENERATORS, SamplingParams
+from rftkit.tasks.base import TASKS
+from rftkit.train.step import StepParts, Term
+
+
+def check_names(cfg: Config) -> None:
+    """Every registered name in the config exists and its params are real knobs."""
+    try:
+        GENERATORS.bind(cfg.rollout.engine, {}, where="rollout.engine")
+        for i, t in enumerate(cfg.data.tasks):
+            TASKS.bind(t.name, t.params, where=f"data.tasks[{i}]")
+        for i, s in enumerate(cfg.stages):
+            w = f"stages[{i}] ({s.name})"
+            ADVANTAGES.bind(s.advantage.name, s.advantage.params, where=f"{w}.advantage")
+            SAMPLERS.bind(s.sampler.name, s.sampler.params, where=f"{w}.sampler")
+            DEMO_SOURCES.bind(s.demos.name, s.demos.params, where=f"{w}.demos")
+            for j, o in enumerate(s.objectives):
+                OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives[{j}]")
+                if not isinstance(o.weight, float):
+                    SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives[{j}].weight")
+    except RegistryError as e:
+        raise ConfigError(str(e)) from None
+    names = [s.name for s in cfg.stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"stages: names must be unique, got {names}")
+    if not cfg.stages:
+        raise ConfigError("stages: a recipe needs at least one stage")
+
+
+def task_specs(cfg: Config) -> list[TaskSpec]:
+    return [TaskSpec(t.name, t.weight, t.difficulty, t.ood_difficulty, dict(t.params)) for t in cfg.data.tasks]
+
+
+def weight_fn(o: ObjectiveCfg):
+    if isinstance(o.weight, float):
+        value = o.weight
+        return lambda progress: value
+    sched = SCHEDULES.bind(o.weight.name, o.weight.params)
+    return lambda progress: float(sched(progress))
+
+
+def lr_fn(base_lr: float, warmup: int, schedule: str, steps: int, start: int):
+    """LR at global step: linear warmup, then constant or cosine to 10% over the stage."""
+
+    def lr_at(global_step: int) -> float:
+        s = global_step - start
+        if warmup and s < warmup:
+            return base_lr * (s + 1) / warmup
+        if schedule == "cosine" and steps > warmup:
+            p = (s - warmup) / max(1, steps - warmup)
+            return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+        return base_lr
+
+    return lr_at
+
+
+def stage_parts(cfg: Config, stage: StageCfg, model, ref_model, tok, pool, sampler_seed: int,
+                stage_start: int) -> StepParts:
+    terms = [Term(o.name, OBJECTIVES.bind(o.name, o.params), weight_fn(o)) for o in stage.objectives]
+    needs = frozenset().union(*(t.fn.needs if hasattr(t.fn, "needs") else t.fn.func.needs for t in terms))
+    for t in terms:  # functools.partial hides the attribute; keep it reachable
+        if not hasattr(t.fn, "needs"):
+            t.fn.needs = t.fn.func.needs
+    lr = stage.lr if stage.lr is not None else cfg.optim.lr
+    r = cfg.rollout
+    return StepParts(
+        model=model, ref_model=ref_model, tok=tok,
+        generator=GENERATORS.bind(r.engine)(model, tok),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=lr, betas=cfg.optim.betas,
+                                    weight_decay=cfg.optim.weight_decay),
+        sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),
+        pool=pool, terms=terms, needs=needs,
+        advantage_fn=ADVANTAGES.bind(stage.advantage.name, stage.advantage.params),
+        demo_fn=DEMO_SOURCES.bind(stage.demos.name, stage.demos.params),
+        sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),
+        batch_size=stage.batch_size, update_epochs=stage.update_epochs, minibatches=stage.minibatches,
+        grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip,
+        lr_at=lr_fn(lr, stage.warmup_steps, stage.lr_schedule, stage.steps, stage_start),
+    )
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A models/<stage> folder, a checkpoint folder, or a run dir (its last stage model)."""
+    p = Path(path)
+    if (p / "model.json").is_file():
+        return p
+    if (p / "checkpoints" / "latest").is_file() or (p / "models").is_dir():
+        from rftkit.report.summary import final_model_dir  # local: summary imports train
+
+        found = final_model_dir(p)
+        if found is not None:
+            return found
+    raise ConfigError(f"'{path}' is not a model folder, checkpoint or run dir (no model.json found)")

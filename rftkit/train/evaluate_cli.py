@@ -1,0 +1,51 @@
+"""`rftkit eval PATH`: evaluate a saved model with the test sets of the run it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from rich.table import Table
+
+from rftkit.config import load_config
+from rftkit.data.pool import build_pools
+from rftkit.errors import ConfigError
+from rftkit.eval.evaluate import evaluate
+from rftkit.model.io import load_model
+from rftkit.rollout.base import GENERATORS
+from rftkit.train.build import resolve_model_dir, task_specs
+
+
+def find_run_config(path: Path) -> Path | None:
+    for p in [path, *path.parents][:4]:
+        if (p / "config.yaml").is_file():
+            return p / "config.yaml"
+    return None
+
+
+def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare) -> Table:
+    cfg_file = recipe or find_run_config(path)
+    if cfg_file is None:
+        raise ConfigError(f"'{path}' is not inside a run directory; pass --recipe to say which test sets to use")
+    base = yaml.safe_load(cfg_file.read_text())
+    cfg = prepare(load_config(None, overrides, base=base), cfg_file.parent)
+    model_dir = resolve_model_dir(str(path))
+    model, tok = load_model(model_dir, cfg.model.device)
+    pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
+    gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
+    table = Table(title=f"eval of {model_dir} (%)")
+    table.add_column("split")
+    results = {}
+    for split in cfg.eval.splits:
+        res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
+                          temperature=cfg.eval.temperature,
+                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed)
+        results[split] = res
+    keys = [k for k in next(iter(results.values())) if "/d" not in k]
+    for k in keys:
+        table.add_column(k, justify="right")
+    for split, res in results.items():
+        table.add_row(split, *[f"{100 * res[k]:.1f}" for k in keys])
+    (model_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
+    return table

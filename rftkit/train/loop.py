@@ -1,0 +1,185 @@
+"""The training loop: the stages of a recipe, each a run of the same step (DESIGN.md).
+
+    for stage in recipe.stages:           # e.g. base (pretrain) -> sft -> rl
+        for step in stage:                # sample prompts, roll out, verify, update (step.py)
+            log(metrics); maybe eval; maybe checkpoint
+        save models/<stage>; evaluate it on the test and OOD splits
+
+A run dir holds the resolved config, metrics.jsonl, checkpoints, models/<stage>, eval/ and
+the report. `resume=True` continues from the newest checkpoint exactly: the same weights,
+optimizer moments, sampler state and counters, and metrics.jsonl cut back to its length at
+that checkpoint, so the resumed run's records equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rftkit.config import Config, to_yaml
+from rftkit.data.pool import Pools, build_pools
+from rftkit.errors import TrainingAborted
+from rftkit.eval.evaluate import evaluate
+from rftkit.model.io import build_model, copy_weights, load_model, save_model
+from rftkit.model.tokenizer import CharTokenizer
+from rftkit.report.log import JsonlLogger
+from rftkit.report.progress import StageProgress
+from rftkit.rollout.base import GENERATORS
+from rftkit.train.build import resolve_model_dir, stage_parts, task_specs
+from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rftkit.train.step import StepParts, run_step
+from rftkit.train.update import UpdateState
+
+
+@dataclass
+class RunState:
+    """Where the run is; saved in every checkpoint's state.json."""
+
+    stage_idx: int = 0
+    stage_step: int = 0
+    global_step: int = 0
+    metric_lines: int = 0
+    elapsed: float = 0.0
+    update: dict = field(default_factory=lambda: asdict(UpdateState()))
+    sampler: dict | None = None
+
+
+@dataclass
+class Run:
+    cfg: Config
+    dir: Path
+    model: torch.nn.Module
+    tok: CharTokenizer
+    pools: Pools
+    log: JsonlLogger
+    state: RunState
+    t0: float
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
+
+
+def start_run(cfg: Config, resume: bool) -> Run:
+    """Fresh run dir (config saved, init weights) or the state of the newest checkpoint."""
+    torch.manual_seed(cfg.seed)
+    if cfg.model.threads:
+        torch.set_num_threads(cfg.model.threads)
+    run_dir = cfg.run_dir
+    pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
+    if cfg.model.init:
+        model, tok = load_model(resolve_model_dir(cfg.model.init), cfg.model.device)
+    else:
+        tok = CharTokenizer()
+        model = build_model(cfg.model.size, cfg.model.max_seq_len, tok).to(cfg.model.device)
+    state = RunState()
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        raw = load_checkpoint(ckpt, model)
+        state = RunState(**{k: raw[k] for k in RunState.__dataclass_fields__})
+        log = JsonlLogger(run_dir / "metrics.jsonl", keep_lines=state.metric_lines)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        save_model(model, tok, run_dir / "models" / "init")
+        log = JsonlLogger(run_dir / "metrics.jsonl", keep_lines=0)
+    return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed)
+
+
+def train(cfg: Config, resume: bool = False) -> Run:
+    run = start_run(cfg, resume)
+    try:
+        while run.state.stage_idx < len(cfg.stages):
+            train_stage(run)
+    finally:
+        run.log.close()
+    return run
+
+
+def _ref_model(run: Run, idx: int, parts_needs_ref: bool):
+    if not parts_needs_ref:
+        return None
+    prev = "init" if idx == 0 else run.cfg.stages[idx - 1].name
+    ref, _ = load_model(run.dir / "models" / prev, run.cfg.model.device)
+    return copy_weights(ref)
+
+
+def train_stage(run: Run) -> None:
+    cfg, st = run.cfg, run.state
+    stage = cfg.stages[st.stage_idx]
+    start = st.global_step - st.stage_step
+    parts = stage_parts(cfg, stage, run.model, None, run.tok, run.pools.train, cfg.seed + st.stage_idx, start)
+    parts.ref_model = _ref_model(run, st.stage_idx, "ref" in parts.needs)
+    update = UpdateState(**st.update)
+    if st.stage_step > 0:  # resuming inside this stage: restore what the step mutates
+        load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer)
+        parts.sampler.load_state_dict(st.sampler)
+    bar = StageProgress(cfg.progress)
+    bar.start(stage.name, stage.steps, st.stage_step)
+    try:
+        while st.stage_step < stage.steps:
+            metrics = run_step(parts, update, st.global_step, st.stage_step / max(1, stage.steps),
+                               step_seed(cfg.seed, st.global_step))
+            st.global_step += 1
+            st.stage_step += 1
+            _log(run, stage.name, metrics)
+            bar.advance(st.stage_step, metrics)
+            if update.bad_in_row > cfg.optim.max_bad_steps:
+                raise TrainingAborted(
+                    f"stage '{stage.name}' step {st.stage_step}: {update.bad_in_row} non-finite steps in a row "
+                    f"(optim.max_bad_steps={cfg.optim.max_bad_steps}); the last checkpoint in "
+                    f"{run.dir / 'checkpoints'} is intact")
+            if cfg.eval.every and st.stage_step % cfg.eval.every == 0 and st.stage_step < stage.steps:
+                run_eval(run, parts, stage.name, save=False)
+            if st.stage_step % cfg.checkpoint.every == 0 or st.stage_step == stage.steps:
+                _checkpoint(run, parts, update)
+    finally:
+        bar.stop()
+    save_model(run.model, run.tok, run.dir / "models" / stage.name)
+    run_eval(run, parts, stage.name, save=True)
+    st.stage_idx, st.stage_step = st.stage_idx + 1, 0
+    _checkpoint(run, parts, update)
+
+
+def _log(run: Run, stage: str, metrics: dict) -> None:
+    run.log.log({"step": run.state.global_step, "stage": stage,
+                 "time": round(time.perf_counter() - run.t0, 3), **metrics})
+
+
+def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
+    st = run.state
+    st.metric_lines = run.log.lines
+    st.elapsed = time.perf_counter() - run.t0
+    st.update = asdict(update)
+    st.sampler = parts.sampler.state_dict() if st.stage_step > 0 else None
+    save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st), run.cfg.checkpoint.keep)
+
+
+def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, dict]:
+    """Evaluate the current policy on the configured splits; log, and save if at a stage end."""
+    cfg, results = run.cfg, {}
+    t0 = time.perf_counter()
+    gen = GENERATORS.bind(cfg.rollout.engine)(run.model, run.tok)
+    for split in cfg.eval.splits:
+        summary, records = evaluate(
+            gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
+            temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+            seed=step_seed(cfg.seed + 17, run.state.global_step))
+        results[split] = summary
+        if save:
+            out = run.dir / "eval"
+            out.mkdir(exist_ok=True)
+            with (out / f"{stage}_{split}.jsonl").open("w") as f:
+                for r in records:
+                    f.write(json.dumps(r) + "\n")
+    metrics = {f"eval/{s}/{k}": v for s, res in results.items() for k, v in res.items() if "/d" not in k}
+    metrics["time/eval"] = time.perf_counter() - t0
+    _log(run, stage, metrics)
+    if save:
+        (run.dir / "eval" / f"{stage}.json").write_text(json.dumps({"stage": stage, "step": run.state.global_step,
+                                                                    "results": results}, indent=1))
+    return results

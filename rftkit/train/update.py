@@ -1,0 +1,137 @@
+"""The update half of a step: forward passes, the weighted objective sum, guarded optimizer steps.
+
+One rollout batch (and/or demonstration batch) gives `update_epochs x minibatches`
+optimizer steps; each is `grad_accum` micro-batches. A step whose loss or gradient norm is
+not finite is skipped (gradients dropped, nothing reaches the weights) and counted; the
+loop aborts after `max_bad_steps` of them in a row.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rftkit.algos.objectives import LossInputs
+from rftkit.train.batches import token_logprobs
+from rftkit.types import DemoBatch, RolloutBatch
+
+
+@dataclass
+class UpdateState:
+    """Counters that survive across steps (and checkpoints)."""
+
+    bad_in_row: int = 0
+    bad_total: int = 0
+
+
+def _slices(n: int, parts: int) -> list[slice]:
+    """`parts` contiguous, near-equal slices of range(n) (empty ones dropped)."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
+            ds: slice | None, old_logp: Tensor | None, ref_logp: Tensor | None, metrics: dict) -> LossInputs:
+    temp = parts.sampling.temperature
+    inp = LossInputs()
+    if batch is not None and rs is not None:
+        logp, ent = token_logprobs(parts.model, batch.tokens[rs], temp)
+        inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
+        inp.advantages = batch.advantages[rs]
+        # Exactly on-policy (one pass): the old policy is the current one, ratio == 1.
+        inp.old_logp = logp.detach() if old_logp is None else old_logp[rs]
+        if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
+            metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], inp.mask))
+        inp.ref_logp = None if ref_logp is None else ref_logp[rs]
+    if demos is not None and ds is not None:
+        dlp, dent = token_logprobs(parts.model, demos.tokens[ds])
+        inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
+    return inp
+
+
+def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
+    return float(((a.detach() - b).abs() * mask).sum() / mask.sum().clamp(min=1))
+
+
+@torch.no_grad()
+def _frozen_logp(model, batch: RolloutBatch, temperature: float) -> Tensor:
+    return token_logprobs(model, batch.tokens, temperature)[0] * batch.mask
+
+
+def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: dict) -> Tensor:
+    total = None
+    for term in parts.terms:
+        w = weights[term.name]
+        if w == 0.0:
+            continue
+        if ("rollout" in term.fn.needs and inp.logp is None) or ("demos" in term.fn.needs and inp.demo_logp is None):
+            continue  # this micro-batch holds no data for the term
+        value, m = term.fn(inp)
+        for k, v in m.items():
+            metrics[k].append(v)
+        total = w * value if total is None else total + w * value
+    return total
+
+
+def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: DemoBatch | None,
+                  weights: dict[str, float]) -> dict[str, float]:
+    n_opt = parts.update_epochs * parts.minibatches
+    old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch, parts.sampling.temperature)
+    ref_logp = None
+    if batch is not None and "ref" in parts.needs:
+        ref_logp = _frozen_logp(parts.ref_model, batch, parts.sampling.temperature)
+    metrics: dict[str, list[float]] = defaultdict(list)
+    if old_logp is not None:
+        metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, batch.mask))
+    n_rows = len(batch.rewards) if batch is not None else 0
+    n_demo = len(demos.problems) if demos is not None else 0
+    for _ in range(parts.update_epochs):
+        r_mb = _slices(n_rows, parts.minibatches) if n_rows else [None] * parts.minibatches
+        d_mb = _slices(n_demo, parts.minibatches) if n_demo else [None] * parts.minibatches
+        for rs, ds in zip(r_mb, d_mb):
+            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, ref_logp, weights, metrics)
+    out = {k: sum(v) / len(v) for k, v in metrics.items()}
+    out["optim/bad_steps_total"] = float(state.bad_total)
+    return out
+
+
+def _sub(s: slice | None, k: int, i: int) -> slice | None:
+    if s is None:
+        return None
+    inner = _slices(s.stop - s.start, k)
+    if i >= len(inner):
+        return None
+    return slice(s.start + inner[i].start, s.start + inner[i].stop)
+
+
+def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, ref_logp, weights, metrics) -> None:
+    parts.optimizer.zero_grad(set_to_none=True)
+    finite = True
+    for i in range(parts.grad_accum):
+        sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
+        if sub_r is None and sub_d is None:
+            continue
+        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, ref_logp, metrics)
+        loss = _objective_sum(parts, inp, weights, metrics)
+        if loss is None:
+            continue
+        if not torch.isfinite(loss):
+            finite = False
+            break
+        (loss / parts.grad_accum).backward()
+        metrics["loss/total"].append(float(loss.detach()))
+    params = [p for p in parts.model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip if parts.grad_clip > 0 else float("inf"))
+    if not finite or not torch.isfinite(norm):
+        parts.optimizer.zero_grad(set_to_none=True)  # NaN never reaches the weights
+        state.bad_in_row += 1
+        state.bad_total += 1
+        metrics["optim/skipped"].append(1.0)
+        return
+    state.bad_in_row = 0
+    metrics["optim/grad_norm"].append(float(norm))
+    metrics["optim/skipped"].append(0.0)
+    parts.optimizer.step()

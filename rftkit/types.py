@@ -1,0 +1,104 @@
+"""Typed containers passed between the parts of the loop.
+
+Notation used in every shape comment of rftkit:
+    B = prompts in a step, G = samples per prompt (group size), N = B * G rollouts,
+    M = demonstrations in a step, T = padded sequence length (prompt + completion),
+    V = vocabulary size.
+
+Token layout: sequences are right-padded, `tokens[i, :prompt_len[i]]` is the prompt and
+the completion follows. Per-token tensors are aligned with `tokens`: `logp[i, t]` is
+log p(tokens[i, t] | tokens[i, :t]) and `mask[i, t] = 1` where tokens[i, t] is a trained
+completion token (position 0 is never trained).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+# The built-in tasks end every completion with ANSWER_MARKER + final answer, so one parser
+# serves all of them ("...trace...#579").
+ANSWER_MARKER = "#"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One example: a prompt with what is needed to check (and demonstrate) its answer.
+
+    `demo` is a full completion (trace + marker + answer) or None when the source has none.
+    `verifier` names an entry of `rftkit.tasks.base.VERIFIERS`; `meta` holds what the
+    verifier needs beyond `answer` (e.g. countdown's numbers and target).
+    """
+
+    task: str
+    prompt: str
+    answer: str
+    verifier: str
+    difficulty: int = 0
+    demo: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verifier's judgement: score in [0, 1], the parsed answer (None if unparsable), why."""
+
+    score: float
+    parsed: str | None
+    reason: str
+
+    @property
+    def correct(self) -> bool:
+        return self.score >= 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a Generator returns for a list of prompts, each sampled n times.
+
+    Row r = prompt r // n, sample r % n.
+    Shapes: tokens [N, T] long (right-padded with pad id), logp [N, T] float (sampling
+    policy's log-probs of the sampled tokens, 0 elsewhere), mask [N, T] float (1 on
+    generated tokens, including the final eos), prompt_lens [N], truncated [N] bool
+    (hit max_new_tokens without eos/stop), texts: decoded completions without eos.
+    """
+
+    tokens: Tensor
+    logp: Tensor
+    mask: Tensor
+    prompt_lens: Tensor
+    truncated: Tensor
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class RolloutBatch:
+    """On-policy samples of one step, scored and ready for the objectives.
+
+    Shapes: tokens [N, T], mask [N, T], old_logp [N, T] (log-probs under the policy that
+    sampled them), group_ids [N] (which prompt), rewards [N], advantages [N, T]
+    (0 where mask = 0), truncated [N] bool. `problems`/`texts`/`verdicts` have length N.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    old_logp: Tensor
+    group_ids: Tensor
+    rewards: Tensor
+    advantages: Tensor
+    truncated: Tensor
+    problems: list[Problem]
+    texts: list[str]
+    verdicts: list[Verdict]
+
+
+@dataclass(frozen=True)
+class DemoBatch:
+    """Demonstrations (off-policy targets) of one step. tokens [M, T], mask [M, T]."""
+
+    tokens: Tensor
+    mask: Tensor
+    problems: list[Problem]
