@@ -79,6 +79,29 @@ class ObjectiveCfg(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RLCfg(Strict):
+    """Rollout-side pieces of RL methods (DAPO, PPO-RLHF, ProRL); all off by default."""
+
+    zero_variance: Literal["keep", "drop", "refill"] = "keep"
+    """Groups whose rewards are all equal: keep them, drop them, or drop and over-sample
+    until the batch is full again (DAPO dynamic sampling)."""
+    max_refill_rounds: int = 4
+    overlong_cache: int = 0
+    """DAPO soft overlong punishment over the last N tokens of max_new_tokens (0 = off)."""
+    mask_truncated: bool = False
+    """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
+    kl_reward_coef: float = 0.0
+    """KL(pi || ref) subtracted from the token rewards (PPO-RLHF / ReFT style); 0 = off."""
+    kl_reward_estimator: str = "k1"
+    kl_target: float | None = None
+    """Adaptive KL coefficient (Ziegler et al. 2019) towards this KL per token; None = fixed."""
+    kl_horizon: int = 10000
+    ref_reset_every: int = 0
+    """Reset the reference policy to the current one every N steps (ProRL); 0 = never."""
+    critic_lr: float = 1e-4
+    """Learning rate of the value model (only when an objective or estimator needs values)."""
+
+
 class StageCfg(Strict):
     name: str
     steps: int = Field(ge=0)
@@ -97,6 +120,7 @@ class StageCfg(Strict):
     """Passes over one rollout batch (PPO epochs); old log-probs are cached."""
     minibatches: int = Field(1, ge=1)
     """Optimizer steps per epoch, each on a slice of the batch."""
+    rl: RLCfg = Field(default_factory=RLCfg)
 
 
 class OptimCfg(Strict):

@@ -78,9 +78,12 @@ class Generation:
 class RolloutBatch:
     """On-policy samples of one step, scored and ready for the objectives.
 
-    Shapes: tokens [N, T], mask [N, T], old_logp [N, T] (log-probs under the policy that
-    sampled them), group_ids [N] (which prompt), rewards [N], advantages [N, T]
-    (0 where mask = 0), truncated [N] bool. `problems`/`texts`/`verdicts` have length N.
+    Shapes: tokens [N, T], mask [N, T], old_logp [N, T] (log-probs the rollout engine
+    reported for the sampled tokens), group_ids [N] (which prompt), rewards [N] (verifier
+    score plus sequence-level shaping), advantages [N, T] (0 where mask = 0), truncated [N]
+    bool. Optional, when the stage needs them: ref_logp [N, T] (reference policy),
+    values [N, T] (critic at rollout time), returns [N, T] (value targets).
+    `problems`/`texts`/`verdicts` have length N.
     """
 
     tokens: Tensor
@@ -93,6 +96,9 @@ class RolloutBatch:
     problems: list[Problem]
     texts: list[str]
     verdicts: list[Verdict]
+    ref_logp: Tensor | None = None
+    values: Tensor | None = None
+    returns: Tensor | None = None
 
 
 @dataclass(frozen=True)

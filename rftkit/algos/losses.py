@@ -5,6 +5,14 @@
     AggFn(loss [N, T], mask [N, T]) -> scalar
 
 The aggregation is a separate named function (verl `agg_loss` modes), chosen per objective.
+A loss that needs more per-row data than the four tensors lists the LossInputs field names
+in its `extra_inputs` attribute and takes them as keyword arguments with default None (not
+knobs); the `policy` objective passes them (verl's `register_policy_loss(extra_keys=...)`).
+More losses (gspo, cispo, nft, clip_cov, kl_cov) live in `rftkit.algos.policy_losses`.
+
+Metrics (all over masked tokens): policy/clipfrac (share of tokens whose clipped branch is
+active), policy/approx_kl (k3 estimate of KL(pi_old || pi)), policy/ratio_mean,
+policy/ratio_max; dual clipping adds policy/clipfrac_lower.
 """
 
 from __future__ import annotations
@@ -24,17 +32,97 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+# ---- aggregations ---------------------------------------------------------------------------
+
 @AGGREGATIONS.register("token_mean")
 def token_mean(loss: Tensor, mask: Tensor) -> Tensor:
-    """Mean over all trained tokens of the batch (DAPO, arXiv:2503.14476, eq. 8)."""
+    """Mean over all trained tokens of the batch (DAPO, arXiv:2503.14476, eq. 8; verl 'token-mean')."""
     return masked_mean(loss, mask)
+
+
+def _per_seq(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over rows with at least one trained token (0 with grad if there are none)."""
+    rows = mask.sum(-1) > 0
+    return values[rows].mean() if bool(rows.any()) else values.sum() * 0
 
 
 @AGGREGATIONS.register("seq_mean_token_mean")
 def seq_mean_token_mean(loss: Tensor, mask: Tensor) -> Tensor:
-    """Mean over sequences of the per-sequence token mean (original GRPO, arXiv:2402.03300)."""
-    per_seq = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-    return per_seq[mask.sum(-1) > 0].mean() if bool((mask.sum(-1) > 0).any()) else loss.sum() * 0
+    """Mean over sequences of the per-sequence token mean (original GRPO, arXiv:2402.03300, eq. 3).
+
+    verl 'seq-mean-token-mean'. Rows without trained tokens are left out of the mean.
+    """
+    return _per_seq((loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0), mask)
+
+
+@AGGREGATIONS.register("seq_mean_token_sum")
+def seq_mean_token_sum(loss: Tensor, mask: Tensor) -> Tensor:
+    """Mean over sequences of the per-sequence token sum (verl 'seq-mean-token-sum').
+
+    Source: verl `agg_loss` (https://github.com/volcengine/verl, verl/trainer/ppo/core_algos.py);
+    the un-normalized sum of Dr.GRPO (arXiv:2503.20783). Long sequences weigh
+    more. Rows without trained tokens are left out of the mean.
+    """
+    return _per_seq((loss * mask).sum(-1), mask)
+
+
+@AGGREGATIONS.register("seq_mean_token_sum_norm")
+def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor) -> Tensor:
+    """Dr.GRPO constant normalizer: sum of all token losses / T, T = mask.shape[-1].
+
+    Liu et al. 2025, Dr.GRPO (arXiv:2503.20783) divides by a constant (MAX_TOKENS) instead
+    of |o_i|. This copies verl `agg_loss` mode 'seq-mean-token-sum-norm' exactly:
+    `sum(seq_losses) / loss_mask.shape[-1]` - despite the name there is no division by the
+    number of sequences. In rftkit T is the padded prompt+completion length of the batch,
+    so the constant moves when padding does (verl notes the same caveat); AggFn has no
+    knobs, so a fixed constant cannot be configured here.
+    """
+    return (loss * mask).sum() / mask.shape[-1]
+
+
+# ---- shared pieces --------------------------------------------------------------------------
+
+def ratio_metrics(log_ratio: Tensor, mask: Tensor, active: Tensor) -> dict[str, float]:
+    """The common policy metrics; log_ratio = logp - old_logp, active = clipped-branch tokens."""
+    with torch.no_grad():
+        m = mask.bool()
+        ratio = log_ratio.exp()
+        return {
+            "policy/clipfrac": float((active & m).sum() / m.sum().clamp(min=1)),
+            "policy/approx_kl": float(masked_mean(ratio - 1 - log_ratio, mask)),
+            "policy/ratio_mean": float(masked_mean(ratio, mask)),
+            "policy/ratio_max": float(ratio[m].max()) if bool(m.any()) else 1.0,
+        }
+
+
+def _log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    return (logp - old_logp) * mask  # 0 on padding, so the ratio there is exactly 1
+
+
+def _dual_clip(loss: Tensor, advantages: Tensor, clip_c: float | None) -> tuple[Tensor, Tensor]:
+    """For A < 0 cap the loss at -c A (dual-clip PPO); returns (loss, tokens where the cap is active)."""
+    if clip_c is None:
+        return loss, torch.zeros_like(loss, dtype=torch.bool)
+    if clip_c <= 1.0:
+        raise ValueError(f"dual-clip constant clip_c must be > 1, got {clip_c}")
+    cap = -advantages * clip_c
+    capped = (advantages < 0) & (loss > cap)
+    return torch.where(advantages < 0, torch.minimum(loss, cap), loss), capped
+
+
+# ---- policy losses --------------------------------------------------------------------------
+
+@POLICY_LOSSES.register("pg")
+def pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tensor, dict]:
+    """Vanilla policy gradient (REINFORCE): loss = -A * log pi(o_t).
+
+    Williams 1992 (https://doi.org/10.1007/BF00992696); verl policy loss 'gpg'. No ratio and
+    no clipping: only unbiased on-policy (old_logp is used for the metrics only). At the
+    on-policy point its gradient equals ppo_clip's.
+    Shapes: all [N, T] -> per-token loss [N, T].
+    """
+    lr = _log_ratio(logp, old_logp, mask)
+    return -advantages * logp, ratio_metrics(lr, mask, torch.zeros_like(mask, dtype=torch.bool))
 
 
 @POLICY_LOSSES.register("ppo_clip")
@@ -43,22 +131,52 @@ def ppo_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tens
     """PPO clipped surrogate: -min(rho A, clip(rho, 1-eps_low, 1+eps_high) A), rho = pi/pi_old.
 
     Schulman et al. 2017 (arXiv:1707.06347) eq. 7; clip_high > clip_low is DAPO's
-    clip-higher (arXiv:2503.14476). Shapes: all [N, T]; returns per-token loss [N, T].
-    Metrics: clipfrac (share of tokens where the clipped branch is active), approx_kl
-    (k3 estimate of KL(pi_old || pi)), ratio mean/max, all over masked tokens.
+    clip-higher (arXiv:2503.14476, eps_low 0.2, eps_high 0.28). Shapes: all [N, T];
+    returns per-token loss [N, T]. Metrics: see the module docstring.
     """
-    log_ratio = (logp - old_logp) * mask
-    ratio = log_ratio.exp()
+    lr = _log_ratio(logp, old_logp, mask)
+    ratio = lr.exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
-    loss = -torch.minimum(unclipped, clipped)
-    with torch.no_grad():
-        m = mask.bool()
-        active = (clipped < unclipped) & m
-        metrics = {
-            "policy/clipfrac": float(active.sum() / m.sum().clamp(min=1)),
-            "policy/approx_kl": float(masked_mean(ratio - 1 - log_ratio, mask)),
-            "policy/ratio_mean": float(masked_mean(ratio, mask)),
-            "policy/ratio_max": float(ratio[m].max()) if bool(m.any()) else 1.0,
-        }
+    return -torch.minimum(unclipped, clipped), ratio_metrics(lr, mask, clipped < unclipped)
+
+
+@POLICY_LOSSES.register("dual_clip")
+def dual_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+                   clip_low: float = 0.2, clip_high: float = 0.2, clip_c: float = 3.0) -> tuple[Tensor, dict]:
+    """Dual-clip PPO: ppo_clip, and for A < 0 the loss is capped at -c A (c > 1, default 3).
+
+    Ye et al. 2020, "Mastering Complex Control in MOBA Games" (arXiv:1912.09729);
+    checked against verl `compute_policy_loss_vanilla` (clip_ratio_c = 3.0). Bounds the
+    loss when A < 0 and the ratio explodes. Extra metric policy/clipfrac_lower (share of
+    tokens where the cap is active). Shapes: all [N, T] -> [N, T].
+    """
+    base, metrics = ppo_clip_loss(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high)
+    loss, capped = _dual_clip(base, advantages, clip_c)
+    metrics["policy/clipfrac_lower"] = float((capped & mask.bool()).sum() / mask.bool().sum().clamp(min=1))
+    return loss, metrics
+
+
+@POLICY_LOSSES.register("gppo")
+def gppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+              clip_low: float = 0.2, clip_high: float = 0.28,
+              clip_c: float | None = 3.0) -> tuple[Tensor, dict]:
+    """GPPO: clip-higher PPO in the forward pass, bounded non-zero gradient on clipped tokens.
+
+    Su et al. 2025, Klear-Reasoner (arXiv:2508.07629); checked against the official
+    `compute_gppo_loss` (Kwai-Klear/KlearReasoner README): the clip bounds are
+    (1 -/+ eps) * rho / sg(rho), so a clipped token has the clip value in the forward pass and
+    gradient -A (1 -/+ eps) grad log pi (never zero); then verl's dual clip (c = 3) for A < 0
+    (`clip_c=None` turns it off). Forward equals `dual_clip` with the same knobs, and
+    `ppo_clip` wherever the dual cap is inactive. Shapes: all [N, T] -> [N, T].
+    """
+    lr = _log_ratio(logp, old_logp, mask)
+    ratio = lr.exp()
+    scale = ratio / ratio.detach()  # 1 in value, carries d ratio / d theta / ratio
+    lo, hi = (1.0 - clip_low) * scale, (1.0 + clip_high) * scale
+    bounded = torch.where(ratio < 1.0 - clip_low, lo, torch.where(ratio > 1.0 + clip_high, hi, ratio))
+    l1, l2 = -advantages * ratio, -advantages * bounded
+    loss, capped = _dual_clip(torch.maximum(l1, l2), advantages, clip_c)
+    metrics = ratio_metrics(lr, mask, l2 > l1)
+    metrics["policy/clipfrac_lower"] = float((capped & mask.bool()).sum() / mask.bool().sum().clamp(min=1))
     return loss, metrics

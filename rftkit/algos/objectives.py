@@ -3,17 +3,21 @@
     ObjectiveFn(inputs: LossInputs, *, knobs) -> (scalar loss, metrics dict)
 
 Each objective declares what it `needs` from the step ("rollout": on-policy samples with
-advantages, "demos": demonstrations, "ref": reference-model log-probs); the loop computes
-only what some objective of the stage needs. Pure functions: no model, no config.
+advantages, "demos": demonstrations, "ref": reference-model log-probs, "values": critic
+predictions and returns); the loop computes only what some objective of the stage needs.
+Pure functions: no model, no config.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
+from rftkit.algos import policy_losses as _policy_losses  # noqa: F401  (registers more losses)
 from rftkit.algos.kl import KL_ESTIMATORS
 from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, masked_mean
 from rftkit.registry import Registry
@@ -26,6 +30,15 @@ class LossInputs:
     Rollout part (None when the stage has no rollout): logp [N, T] (current policy, with
     grad), old_logp [N, T], advantages [N, T], mask [N, T], entropy [N, T],
     ref_logp [N, T] (only when an objective needs "ref").
+    Filled by the loop whenever it has them (objectives that need them raise without):
+      behav_logp [N, T]: log-probs the rollout engine reported when sampling
+        (RolloutBatch.old_logp), for the `policy` objective's `tis_cap` correction;
+      rewards [N]: each row's sequence reward (RolloutBatch.rewards), and
+      group_reward_mean [N]: mean reward of the row's group over the whole batch
+        (`advantages.group_stats(rewards, group_ids)[0]`, computed before minibatching),
+        both for policy losses listing them in `extra_inputs` (nft).
+    Critic part (objectives that need "values"): values [N, T] (current critic, with grad),
+    old_values [N, T] (critic at rollout time), returns [N, T] (`advantages.gae_returns`).
     Demonstration part: demo_logp [M, T] (with grad), demo_mask [M, T], demo_entropy [M, T].
     """
 
@@ -35,6 +48,12 @@ class LossInputs:
     mask: Tensor | None = None
     entropy: Tensor | None = None
     ref_logp: Tensor | None = None
+    behav_logp: Tensor | None = None
+    rewards: Tensor | None = None
+    group_reward_mean: Tensor | None = None
+    values: Tensor | None = None
+    old_values: Tensor | None = None
+    returns: Tensor | None = None
     demo_logp: Tensor | None = None
     demo_mask: Tensor | None = None
     demo_entropy: Tensor | None = None
@@ -55,20 +74,81 @@ def objective(name: str, needs: set[str]) -> Callable:
 
 @objective("sft", needs={"demos"})
 def sft_nll(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
-    """Masked negative log-likelihood of the demonstration tokens (supervised fine-tuning)."""
+    """Masked negative log-likelihood of the demonstration tokens (supervised fine-tuning, the
+    SFT stage of Ouyang et al. 2022, arXiv:2203.02155)."""
     loss = AGGREGATIONS.get(agg)(-inp.demo_logp, inp.demo_mask)
     return loss, {"loss/sft": float(loss.detach())}
 
 
+def tis_weight(old_logp: Tensor, behav_logp: Tensor, mask: Tensor, cap: float) -> tuple[Tensor, dict]:
+    """Truncated importance sampling weight min(pi_old / pi_behav, cap), no gradient; [N, T].
+
+    Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training"
+    (https://fengyao.notion.site/off-policy-rl); checked against verl
+    `compute_policy_loss_vanilla` (`tis_imp_ratio_cap`): pg_losses *= clamp(exp(old_log_prob -
+    rollout_log_probs), max=cap). Corrects the rollout-engine vs trainer log-prob mismatch.
+    """
+    with torch.no_grad():
+        raw = ((old_logp - behav_logp) * mask).exp()
+        w = raw.clamp(max=cap)
+        m = mask.bool()
+        metrics = {"policy/tis_weight_mean": float(masked_mean(w, mask)),
+                   "policy/tis_clipfrac": float((raw > cap)[m].float().mean()) if bool(m.any()) else 0.0}
+    return w, metrics
+
+
+def entropy_top_mask(entropy: Tensor, mask: Tensor, top: float) -> tuple[Tensor, dict]:
+    """1 on the top-`top` fraction of masked tokens by entropy (ties kept), 0 elsewhere; [N, T].
+
+    Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective
+    RL for LLM Reasoning" (arXiv:2506.01939): the policy gradient is kept only where
+    H_t >= tau, tau the batch's (1 - rho) entropy quantile (rho = 0.2). Here k =
+    ceil(top * n) tokens of the (micro-)batch this objective sees, tau = the k-th largest.
+    """
+    if not 0.0 < top <= 1.0:
+        raise ValueError(f"entropy_mask_top must be in (0, 1], got {top}")
+    with torch.no_grad():
+        ent = entropy.detach()
+        vals = ent[mask > 0]
+        if vals.numel() == 0:
+            return torch.zeros_like(mask), {"policy/entropy_mask_frac": 0.0}
+        k = max(1, math.ceil(top * vals.numel()))
+        tau = torch.topk(vals, k).values.min()
+        keep = ((ent >= tau) & (mask > 0)).to(mask.dtype)
+        metrics = {"policy/entropy_mask_frac": float(keep.sum() / vals.numel()),
+                   "policy/entropy_threshold": float(tau)}
+    return keep, metrics
+
+
 @objective("policy", needs={"rollout"})
 def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "token_mean",
-                     loss_params: dict | None = None) -> tuple[Tensor, dict]:
+                     loss_params: dict | None = None, tis_cap: float | None = None,
+                     entropy_mask_top: float | None = None) -> tuple[Tensor, dict]:
     """Policy-gradient term: a registered policy loss aggregated by a registered mode.
 
     GRPO (arXiv:2402.03300) = advantage `grpo` + loss `ppo_clip` + a `kl` objective.
+    `tis_cap`: multiply the per-token loss by min(exp(old_logp - behav_logp), cap)
+    (truncated IS, see `tis_weight`; needs inp.behav_logp, e.g. cap = 2).
+    `entropy_mask_top`: keep the gradient only on the top fraction of tokens by entropy
+    ("80/20", arXiv:2506.01939, use 0.2; needs inp.entropy). Both multiply the per-token loss
+    before aggregation, so the normalizer (e.g. all tokens for token_mean) is unchanged, as
+    in the papers. Losses listing `extra_inputs` (nft) get those LossInputs fields.
     """
-    fn = POLICY_LOSSES.get(loss)
-    per_token, metrics = fn(inp.logp, inp.old_logp, inp.advantages, inp.mask, **(loss_params or {}))
+    fn = POLICY_LOSSES.bind(loss, loss_params, where="policy loss")
+    extra = {k: getattr(inp, k) for k in getattr(POLICY_LOSSES.get(loss), "extra_inputs", ())}
+    per_token, metrics = fn(inp.logp, inp.old_logp, inp.advantages, inp.mask, **extra)
+    if tis_cap is not None:
+        if inp.behav_logp is None:
+            raise ValueError("policy objective: tis_cap is set but LossInputs.behav_logp is None")
+        w, m = tis_weight(inp.old_logp, inp.behav_logp, inp.mask, tis_cap)
+        per_token = per_token * w
+        metrics.update(m)
+    if entropy_mask_top is not None:
+        if inp.entropy is None:
+            raise ValueError("policy objective: entropy_mask_top is set but LossInputs.entropy is None")
+        keep, m = entropy_top_mask(inp.entropy, inp.mask, entropy_mask_top)
+        per_token = per_token * keep
+        metrics.update(m)
     value = AGGREGATIONS.get(agg)(per_token, inp.mask)
     metrics["loss/policy"] = float(value.detach())
     return value, metrics
@@ -76,7 +156,8 @@ def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "tok
 
 @objective("kl", needs={"rollout", "ref"})
 def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_mean") -> tuple[Tensor, dict]:
-    """KL(pi || pi_ref) penalty in the loss, as GRPO does; its weight is the coefficient beta."""
+    """KL(pi || pi_ref) penalty in the loss, as GRPO does (arXiv:2402.03300, eq. 3-4); its weight
+    is the coefficient beta. For KL in the reward (PPO) see `rftkit.algos.shaping.kl_in_reward`."""
     kl = KL_ESTIMATORS.get(estimator)(inp.logp, inp.ref_logp)
     value = AGGREGATIONS.get(agg)(kl, inp.mask)
     return value, {"policy/kl": float(value.detach())}
@@ -84,9 +165,37 @@ def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_me
 
 @objective("entropy", needs={"rollout"})
 def entropy_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
-    """Mean token entropy of the policy on its samples; use a negative weight for a bonus."""
+    """Mean token entropy of the policy on its samples; use a negative weight for a bonus
+    (entropy regularization, Mnih et al. 2016, A3C, arXiv:1602.01783)."""
     value = AGGREGATIONS.get(agg)(inp.entropy, inp.mask)
     return value, {"policy/entropy_term": float(value.detach())}
+
+
+@objective("value", needs={"rollout", "values"})
+def value_objective(inp: LossInputs, *, clip: float | None = 0.5, agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """Clipped critic loss 0.5 * max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2).
+
+    PPO value clipping (Schulman et al. 2017, arXiv:1707.06347; the form of OpenAI baselines
+    ppo2), checked against verl `compute_value_loss` (cliprange_value 0.5, 0.5 * agg of the
+    max). `clip=None` is the plain 0.5 (V - R)^2. Needs inp.values [N, T] (with grad),
+    inp.old_values [N, T] and inp.returns [N, T] (`advantages.gae_returns`). Metrics:
+    loss/value, value/clipfrac (share of tokens where the clipped term is larger), value/mean.
+    """
+    if inp.values is None or inp.old_values is None or inp.returns is None:
+        raise ValueError("value objective needs LossInputs.values, old_values and returns")
+    v, ret, mask = inp.values, inp.returns, inp.mask
+    l1 = (v - ret) ** 2
+    if clip is None:
+        per_token, active = l1, torch.zeros_like(mask, dtype=torch.bool)
+    else:
+        v_clip = inp.old_values + (v - inp.old_values).clamp(-clip, clip)
+        l2 = (v_clip - ret) ** 2
+        per_token, active = torch.maximum(l1, l2), l2 > l1
+    value = 0.5 * AGGREGATIONS.get(agg)(per_token, mask)
+    m = mask.bool()
+    return value, {"loss/value": float(value.detach()),
+                   "value/clipfrac": float((active & m).sum() / m.sum().clamp(min=1)),
+                   "value/mean": float(masked_mean(v.detach(), mask))}
 
 
 def needs_of(names: list[str]) -> frozenset[str]:

@@ -18,11 +18,20 @@ from rftkit.types import Problem
 
 @dataclass(frozen=True)
 class PromptStats:
-    """What a step learned about one prompt: pool index, mean reward and reward std of its group."""
+    """What a step learned about one sampled prompt (curricula read these).
+
+    index: position in the training pool; task/source/difficulty: its labels; reward_mean:
+    the group's pass rate (mean reward); reward_std: the group's reward std; adv_abs_mean:
+    mean |advantage| over the group's completion tokens (0 for a dropped group).
+    """
 
     index: int
+    task: str
+    source: str
+    difficulty: int
     reward_mean: float
     reward_std: float
+    adv_abs_mean: float
 
 
 class Sampler(Protocol):

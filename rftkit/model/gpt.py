@@ -134,6 +134,11 @@ class GPT(nn.Module):
     def forward(self, ids: Tensor, positions: Tensor | None = None,
                 key_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """ids [B, T] -> logits [B, T, V]. Without positions/key_mask/cache: causal, pos 0..T-1."""
+        return F.linear(self.hidden(ids, positions, key_mask, cache), self.embed.weight)  # tied
+
+    def hidden(self, ids: Tensor, positions: Tensor | None = None,
+               key_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """ids [B, T] -> final normalized hidden states [B, T, D] (a critic's value head reads these)."""
         b, t = ids.shape
         start = cache.length if cache is not None else 0
         if start + t > self.cfg.max_seq_len:
@@ -150,7 +155,7 @@ class GPT(nn.Module):
             x = blk(x, cos, sin, mask, cache, i)
         if cache is not None:
             cache.length += t
-        return F.linear(self.norm(x), self.embed.weight)  # tied embeddings
+        return self.norm(x)
 
 
 def attention_mask(b: int, t: int, start: int, key_mask: Tensor | None, device) -> Tensor:

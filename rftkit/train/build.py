@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from rftkit.algos.advantages import ADVANTAGES
+from rftkit.algos.kl import KL_ESTIMATORS
 from rftkit.algos.objectives import OBJECTIVES
 from rftkit.algos.schedules import SCHEDULES
 from rftkit.config import Config, ObjectiveCfg, StageCfg
@@ -23,6 +24,8 @@ from rftkit.errors import ConfigError
 from rftkit.registry import RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
+from rftkit.train.critic import Critic
+from rftkit.train.rollout_phase import RLOptions
 from rftkit.train.step import StepParts, Term
 
 
@@ -43,6 +46,9 @@ def check_names(cfg: Config) -> None:
                     SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives[{j}].weight")
     except RegistryError as e:
         raise ConfigError(str(e)) from None
+    for i, s in enumerate(cfg.stages):
+        if s.rl.kl_reward_estimator not in KL_ESTIMATORS:
+            raise ConfigError(f"stages[{i}].rl.kl_reward_estimator: unknown '{s.rl.kl_reward_estimator}'; valid: {', '.join(KL_ESTIMATORS.names())}")
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"stages: names must be unique, got {names}")
@@ -77,26 +83,47 @@ def lr_fn(base_lr: float, warmup: int, schedule: str, steps: int, start: int):
     return lr_at
 
 
-def stage_parts(cfg: Config, stage: StageCfg, model, ref_model, tok, pool, sampler_seed: int,
-                stage_start: int) -> StepParts:
-    terms = [Term(o.name, OBJECTIVES.bind(o.name, o.params), weight_fn(o)) for o in stage.objectives]
-    needs = frozenset().union(*(t.fn.needs if hasattr(t.fn, "needs") else t.fn.func.needs for t in terms))
-    for t in terms:  # functools.partial hides the attribute; keep it reachable
-        if not hasattr(t.fn, "needs"):
-            t.fn.needs = t.fn.func.needs
+def _needs(terms: list[Term], advantage_fn, stage: StageCfg) -> frozenset[str]:
+    needs = set().union(*(t.fn.needs for t in terms)) | set(getattr(advantage_fn, "needs", ()))
+    if stage.rl.kl_reward_coef > 0:
+        needs |= {"ref", "rollout"}
+    return frozenset(needs)
+
+
+def _bound_objective(o: ObjectiveCfg):
+    fn = OBJECTIVES.bind(o.name, o.params)
+    if not hasattr(fn, "needs"):  # functools.partial hides the attribute; keep it reachable
+        fn.needs = fn.func.needs
+    return fn
+
+
+def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if critic is not None:
+        groups.append({"params": list(critic.parameters()), "lr_scale": stage.rl.critic_lr / lr})
+    return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+
+
+def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: int, stage_start: int) -> StepParts:
+    """Everything one stage's steps run with; the loop adds the reference model when needed."""
+    terms = [Term(o.name, _bound_objective(o), weight_fn(o)) for o in stage.objectives]
+    advantage_fn = ADVANTAGES.bind(stage.advantage.name, stage.advantage.params)
+    if not hasattr(advantage_fn, "needs"):
+        advantage_fn.needs = advantage_fn.func.needs
+    needs = _needs(terms, advantage_fn, stage)
+    critic = Critic(model) if "values" in needs else None
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     r = cfg.rollout
     return StepParts(
-        model=model, ref_model=ref_model, tok=tok,
+        model=model, ref_model=None, critic=critic, tok=tok,
         generator=GENERATORS.bind(r.engine)(model, tok),
-        optimizer=torch.optim.AdamW(model.parameters(), lr=lr, betas=cfg.optim.betas,
-                                    weight_decay=cfg.optim.weight_decay),
+        optimizer=_optimizer(model, critic, lr, cfg, stage),
         sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),
-        pool=pool, terms=terms, needs=needs,
-        advantage_fn=ADVANTAGES.bind(stage.advantage.name, stage.advantage.params),
+        pool=pool, terms=terms, needs=needs, advantage_fn=advantage_fn,
         demo_fn=DEMO_SOURCES.bind(stage.demos.name, stage.demos.params),
         sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                 top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),
+        rl=RLOptions(**stage.rl.model_dump()),
         batch_size=stage.batch_size, update_epochs=stage.update_epochs, minibatches=stage.minibatches,
         grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip,
         lr_at=lr_fn(lr, stage.warmup_steps, stage.lr_schedule, stage.steps, stage_start),

@@ -43,7 +43,9 @@ def _optim_from(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tok, optimizer, state: dict, keep: int) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, tok, optimizer, state: dict, keep: int,
+                    extra: dict | None = None) -> Path:
+    """`extra`: name -> module saved as <name>.safetensors (critic, reference policy)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -52,6 +54,9 @@ def save_checkpoint(run_dir: Path, step: int, model, tok, optimizer, state: dict
     tensors, groups = _optim_tensors(optimizer)
     tensors["rng/torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optim.safetensors"))
+    for name, module in (extra or {}).items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+                  str(tmp / f"{name}.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optim_groups": groups}, indent=1))
     commit_dir(tmp, final)
     latest_tmp = root / "latest.tmp"
@@ -75,12 +80,17 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, model, optimizer=None) -> dict:
-    """Load weights (and optimizer state, if given) from `path`; return state.json as a dict."""
+def load_checkpoint(path: Path, model, optimizer=None, extra: dict | None = None) -> dict:
+    """Load weights (optimizer state and extra modules, if given) from `path`; return state.json."""
     state = json.loads((path / "state.json").read_text())
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     tensors = load_file(str(path / "optim.safetensors"))
     torch.set_rng_state(tensors.pop("rng/torch"))
     if optimizer is not None:
         optimizer.load_state_dict(_optim_from(tensors, state["optim_groups"]))
+    for name, module in (extra or {}).items():
+        f = path / f"{name}.safetensors"
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint '{path}' has no {f.name}, but this stage needs a {name}")
+        module.load_state_dict(load_file(str(f)))
     return state

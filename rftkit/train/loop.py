@@ -112,11 +112,13 @@ def train_stage(run: Run) -> None:
     cfg, st = run.cfg, run.state
     stage = cfg.stages[st.stage_idx]
     start = st.global_step - st.stage_step
-    parts = stage_parts(cfg, stage, run.model, None, run.tok, run.pools.train, cfg.seed + st.stage_idx, start)
+    parts = stage_parts(cfg, stage, run.model, run.tok, run.pools.train, cfg.seed + st.stage_idx, start)
     parts.ref_model = _ref_model(run, st.stage_idx, "ref" in parts.needs)
     update = UpdateState(**st.update)
-    if st.stage_step > 0:  # resuming inside this stage: restore what the step mutates
-        load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer)
+    if st.stage_step == 0:
+        update.kl_coef = stage.rl.kl_reward_coef
+    else:  # resuming inside this stage: restore what the step mutates
+        load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer, _extra_modules(parts))
         parts.sampler.load_state_dict(st.sampler)
     bar = StageProgress(cfg.progress)
     bar.start(stage.name, stage.steps, st.stage_step)
@@ -126,6 +128,9 @@ def train_stage(run: Run) -> None:
                                step_seed(cfg.seed, st.global_step))
             st.global_step += 1
             st.stage_step += 1
+            if stage.rl.ref_reset_every and st.stage_step % stage.rl.ref_reset_every == 0 and parts.ref_model:
+                parts.ref_model.load_state_dict(run.model.state_dict())  # ProRL reference reset
+                metrics["policy/ref_reset"] = 1.0
             _log(run, stage.name, metrics)
             bar.advance(st.stage_step, metrics)
             if update.bad_in_row > cfg.optim.max_bad_steps:
@@ -156,7 +161,13 @@ def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
     st.elapsed = time.perf_counter() - run.t0
     st.update = asdict(update)
     st.sampler = parts.sampler.state_dict() if st.stage_step > 0 else None
-    save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st), run.cfg.checkpoint.keep)
+    save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st),
+                    run.cfg.checkpoint.keep, _extra_modules(parts) if st.stage_step > 0 else {})
+
+
+def _extra_modules(parts: StepParts) -> dict:
+    """Stage-local modules a checkpoint must hold besides the policy (critic, reset reference)."""
+    return {k: m for k, m in (("critic", parts.critic), ("ref", parts.ref_model)) if m is not None}
 
 
 def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, dict]:

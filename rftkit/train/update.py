@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs
 from rftkit.train.batches import token_logprobs
 from rftkit.types import DemoBatch, RolloutBatch
@@ -21,10 +22,11 @@ from rftkit.types import DemoBatch, RolloutBatch
 
 @dataclass
 class UpdateState:
-    """Counters that survive across steps (and checkpoints)."""
+    """What survives across steps (and checkpoints): NaN counters, the adaptive KL coefficient."""
 
     bad_in_row: int = 0
     bad_total: int = 0
+    kl_coef: float = 0.0
 
 
 def _slices(n: int, parts: int) -> list[slice]:
@@ -34,18 +36,24 @@ def _slices(n: int, parts: int) -> list[slice]:
 
 
 def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
-            ds: slice | None, old_logp: Tensor | None, ref_logp: Tensor | None, metrics: dict) -> LossInputs:
+            ds: slice | None, old_logp: Tensor | None, metrics: dict) -> LossInputs:
     temp = parts.sampling.temperature
     inp = LossInputs()
     if batch is not None and rs is not None:
         logp, ent = token_logprobs(parts.model, batch.tokens[rs], temp)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
         inp.advantages = batch.advantages[rs]
+        inp.behav_logp = batch.old_logp[rs]
+        inp.rewards = batch.rewards[rs]
+        inp.group_reward_mean = group_stats(batch.rewards, batch.group_ids)[0][rs]
+        if parts.critic is not None:
+            inp.values = parts.critic(batch.tokens[rs]) * inp.mask
+            inp.old_values, inp.returns = batch.values[rs], batch.returns[rs]
         # Exactly on-policy (one pass): the old policy is the current one, ratio == 1.
         inp.old_logp = logp.detach() if old_logp is None else old_logp[rs]
         if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
             metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], inp.mask))
-        inp.ref_logp = None if ref_logp is None else ref_logp[rs]
+        inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
     if demos is not None and ds is not None:
         dlp, dent = token_logprobs(parts.model, demos.tokens[ds])
         inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
@@ -80,9 +88,6 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
                   weights: dict[str, float]) -> dict[str, float]:
     n_opt = parts.update_epochs * parts.minibatches
     old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch, parts.sampling.temperature)
-    ref_logp = None
-    if batch is not None and "ref" in parts.needs:
-        ref_logp = _frozen_logp(parts.ref_model, batch, parts.sampling.temperature)
     metrics: dict[str, list[float]] = defaultdict(list)
     if old_logp is not None:
         metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, batch.mask))
@@ -92,7 +97,7 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
         r_mb = _slices(n_rows, parts.minibatches) if n_rows else [None] * parts.minibatches
         d_mb = _slices(n_demo, parts.minibatches) if n_demo else [None] * parts.minibatches
         for rs, ds in zip(r_mb, d_mb):
-            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, ref_logp, weights, metrics)
+            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics)
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["optim/bad_steps_total"] = float(state.bad_total)
     return out
@@ -107,14 +112,14 @@ def _sub(s: slice | None, k: int, i: int) -> slice | None:
     return slice(s.start + inner[i].start, s.start + inner[i].stop)
 
 
-def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, ref_logp, weights, metrics) -> None:
+def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
     finite = True
     for i in range(parts.grad_accum):
         sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
         if sub_r is None and sub_d is None:
             continue
-        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, ref_logp, metrics)
+        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics)
         loss = _objective_sum(parts, inp, weights, metrics)
         if loss is None:
             continue
@@ -123,7 +128,7 @@ def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, ref_logp, weig
             break
         (loss / parts.grad_accum).backward()
         metrics["loss/total"].append(float(loss.detach()))
-    params = [p for p in parts.model.parameters() if p.requires_grad]
+    params = [p for g in parts.optimizer.param_groups for p in g["params"] if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip if parts.grad_clip > 0 else float("inf"))
     if not finite or not torch.isfinite(norm):
         parts.optimizer.zero_grad(set_to_none=True)  # NaN never reaches the weights
