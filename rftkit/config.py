@@ -44,6 +44,8 @@ class ModelCfg(Strict):
 
 class TaskCfg(Strict):
     name: str
+    label: str | None = None
+    """Source label of its problems (default: the task name); stages and curricula select by it."""
     weight: float = 1.0
     """Share of the training pool drawn from this task."""
     difficulty: tuple[int, int] | None = None
@@ -105,6 +107,8 @@ class RLCfg(Strict):
 class StageCfg(Strict):
     name: str
     steps: int = Field(ge=0)
+    tasks: list[str] | None = None
+    """Train on these task labels of data.tasks only (None = all); evaluation covers all."""
     batch_size: int = Field(32, ge=1)
     """Prompts per step (each rolled out group_size times when a rollout is needed)."""
     objectives: list[ObjectiveCfg]

@@ -8,7 +8,7 @@ are dropped from the pool, so "held-out" means never trained on.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rftkit.errors import ConfigError
 from rftkit.registry import RegistryError
@@ -21,6 +21,7 @@ class TaskSpec:
     """Plain arguments for one task of the mixture (built from config.TaskCfg)."""
 
     name: str
+    label: str
     weight: float
     difficulty: tuple[int, int] | None
     ood_difficulty: tuple[int, int] | None
@@ -63,6 +64,9 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
     A small task space may hold fewer distinct problems than asked; the pool then holds what
     exists (a train pool may repeat prompts only through the sampler, never duplicates here).
     """
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"data.tasks: labels must be unique (set `label:` on repeated tasks), got {labels}")
     total_w = sum(s.weight for s in specs)
     pools = Pools([], [], [])
     for i, spec in enumerate(specs):
@@ -77,7 +81,7 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
         train = _draw(task, rng, lo_hi, n_train, {p.prompt for p in test}, 20 * n_train + 100)
         if n_train > 0 and not train:
             raise ConfigError(f"{where}: generated no training problems at difficulty {lo_hi}")
-        pools.train += train
-        pools.test += test
-        pools.ood += oods
+        pools.train += [replace(p, source=spec.label) for p in train]
+        pools.test += [replace(p, source=spec.label) for p in test]
+        pools.ood += [replace(p, source=spec.label) for p in oods]
     return pools

@@ -49,6 +49,11 @@ def check_names(cfg: Config) -> None:
     for i, s in enumerate(cfg.stages):
         if s.rl.kl_reward_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"stages[{i}].rl.kl_reward_estimator: unknown '{s.rl.kl_reward_estimator}'; valid: {', '.join(KL_ESTIMATORS.names())}")
+    task_names = {t.label or t.name for t in cfg.data.tasks}
+    for i, s in enumerate(cfg.stages):
+        unknown = sorted(set(s.tasks or []) - task_names)
+        if unknown:
+            raise ConfigError(f"stages[{i}] ({s.name}).tasks: {unknown} not in data.tasks ({sorted(task_names)})")
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"stages: names must be unique, got {names}")
@@ -57,7 +62,8 @@ def check_names(cfg: Config) -> None:
 
 
 def task_specs(cfg: Config) -> list[TaskSpec]:
-    return [TaskSpec(t.name, t.weight, t.difficulty, t.ood_difficulty, dict(t.params)) for t in cfg.data.tasks]
+    return [TaskSpec(t.name, t.label or t.name, t.weight, t.difficulty, t.ood_difficulty, dict(t.params))
+            for t in cfg.data.tasks]
 
 
 def weight_fn(o: ObjectiveCfg):

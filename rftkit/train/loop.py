@@ -112,7 +112,8 @@ def train_stage(run: Run) -> None:
     cfg, st = run.cfg, run.state
     stage = cfg.stages[st.stage_idx]
     start = st.global_step - st.stage_step
-    parts = stage_parts(cfg, stage, run.model, run.tok, run.pools.train, cfg.seed + st.stage_idx, start)
+    pool = [p for p in run.pools.train if stage.tasks is None or p.source in stage.tasks]
+    parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
     parts.ref_model = _ref_model(run, st.stage_idx, "ref" in parts.needs)
     update = UpdateState(**st.update)
     if st.stage_step == 0:
