@@ -102,6 +102,15 @@ class RLCfg(Strict):
     """Reset the reference policy to the current one every N steps (ProRL); 0 = never."""
     critic_lr: float = 1e-4
     """Learning rate of the value model (only when an objective or estimator needs values)."""
+    offpolicy_per_group: int = 0
+    """Demonstrations placed in each group in place of on-policy samples (LUFFY, RL-PLUS)."""
+    prefix_rows: int = 0
+    """Rollouts per group that continue from a demonstration prefix (Prefix-RFT)."""
+    prefix_ratio: float | PartCfg = 0.5
+    """Share of the demonstration given as prefix: a constant or a schedule over the stage."""
+    hint_levels: list[float] = Field(default_factory=list)
+    """GHPO: groups that all fail are re-sampled with this share of the solution as a hint,
+    trying each level in turn (e.g. [0.25, 0.5, 0.75]); empty = off."""
 
 
 class StageCfg(Strict):
@@ -125,6 +134,8 @@ class StageCfg(Strict):
     minibatches: int = Field(1, ge=1)
     """Optimizer steps per epoch, each on a slice of the batch."""
     rl: RLCfg = Field(default_factory=RLCfg)
+    teacher: str | None = None
+    """A model folder or run dir whose log-probs objectives needing "teacher" read (KDRL)."""
 
 
 class OptimCfg(Strict):

@@ -82,7 +82,9 @@ class RolloutBatch:
     reported for the sampled tokens), group_ids [N] (which prompt), rewards [N] (verifier
     score plus sequence-level shaping), advantages [N, T] (0 where mask = 0), truncated [N]
     bool. Optional, when the stage needs them: ref_logp [N, T] (reference policy),
-    values [N, T] (critic at rollout time), returns [N, T] (value targets).
+    values [N, T] (critic at rollout time), returns [N, T] (value targets), offpolicy [N]
+    bool (demonstration rows inside a group), prefix_mask [N, T] (forced prefix tokens, not
+    in `mask`), teacher_logp [N, T].
     `problems`/`texts`/`verdicts` have length N.
     """
 
@@ -99,6 +101,9 @@ class RolloutBatch:
     ref_logp: Tensor | None = None
     values: Tensor | None = None
     returns: Tensor | None = None
+    offpolicy: Tensor | None = None
+    prefix_mask: Tensor | None = None
+    teacher_logp: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,12 @@ class LossInputs:
         both for policy losses listing them in `extra_inputs` (nft).
     Critic part (objectives that need "values"): values [N, T] (current critic, with grad),
     old_values [N, T] (critic at rollout time), returns [N, T] (`advantages.gae_returns`).
-    Demonstration part: demo_logp [M, T] (with grad), demo_mask [M, T], demo_entropy [M, T].
+    Hybrid part (SFT<->RL mixing, rftkit.algos.hybrid): offpolicy [N] bool (rows that are
+    demonstrations placed in the group, LUFFY), prefix_mask [N, T] (forced demonstration-prefix
+    tokens of prefix rollouts, Prefix-RFT; they are not in `mask`), teacher_logp [N, T]
+    (a teacher's log-probs of the rollout tokens, needs "teacher", KDRL).
+    Demonstration part: demo_logp [M, T] (with grad), demo_mask [M, T], demo_entropy [M, T],
+    demo_ref_logp [M, T] (reference policy on the demonstrations, needs "ref_demos").
     """
 
     logp: Tensor | None = None
@@ -54,9 +59,13 @@ class LossInputs:
     values: Tensor | None = None
     old_values: Tensor | None = None
     returns: Tensor | None = None
+    offpolicy: Tensor | None = None
+    prefix_mask: Tensor | None = None
+    teacher_logp: Tensor | None = None
     demo_logp: Tensor | None = None
     demo_mask: Tensor | None = None
     demo_entropy: Tensor | None = None
+    demo_ref_logp: Tensor | None = None
 
 
 OBJECTIVES: Registry[Callable] = Registry("objective")

@@ -1,36 +1,195 @@
-"""Demonstration sources: which completion an SFT-like objective imitates for a problem.
+"""Demonstration providers: which completions the SFT-like objectives of a step imitate.
 
-    DemoSource(problems, rng, *, knobs) -> list[str | None]   (None: no demonstration)
+    provider(problems, batch, rng) -> (list of (problem, completion), metrics)
 
-`task` uses the task's own solution trace; `noisy` corrupts a share of the answers, which
-is how the built-in "base model" is made partly competent (catalog 3.0: pretraining on a
-mixture of correct and corrupted traces sets the base's coverage).
+`problems` are the step's prompts; `batch` is the step's scored rollouts (None when the stage
+has none). A provider that reads rollouts says so in `needs = {"rollout"}`, so a stage whose
+only objective is SFT still samples (RAFT). Stateful providers (ReLIFT's buffer) keep their
+state as JSON through checkpoints. Each is registered by name; knobs are keyword-only.
+
+    task          the task's own solution trace for every prompt (plain SFT, ReFT's warm-up)
+    noisy         task demos with the answer corrupted at a rate (the built-in base model)
+    relift        ReLIFT: all-fail prompts join a buffer; every `size` of them, one SFT batch
+    self_correct  RAFT / ReST / expert iteration: the policy's own verified-correct samples
+    s3ft          S3FT: the policy's own correct sample when it has one, else the gold demo
+    failed        Metis-RISE targeted SFT: gold demos only for prompts at low pass rate
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from typing import Any, Protocol
 
 from rftkit.registry import Registry
 from rftkit.tasks.base import corrupt_answer
-from rftkit.types import Problem
+from rftkit.types import Problem, RolloutBatch
 
-DEMO_SOURCES: Registry[Callable[..., list[str | None]]] = Registry("demonstration source")
+Pairs = list[tuple[Problem, str]]
+
+
+class DemoProvider(Protocol):
+    needs: frozenset[str]
+
+    def __call__(self, problems: list[Problem], batch: RolloutBatch | None,
+                 rng: random.Random) -> tuple[Pairs, dict[str, float]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+DEMO_SOURCES: Registry[type] = Registry("demonstration source")
+
+
+class _Stateless:
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, pool: list[Problem]) -> None:
+        self.index = {p.prompt: i for i, p in enumerate(pool)}
+        self.pool = pool
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def groups(batch: RolloutBatch) -> list[list[int]]:
+    """Row indices of each group (rows of a group are contiguous)."""
+    out: dict[int, list[int]] = {}
+    for row, g in enumerate(batch.group_ids.tolist()):
+        out.setdefault(g, []).append(row)
+    return list(out.values())
 
 
 @DEMO_SOURCES.register("task")
-def task_demos(problems: list[Problem], rng: random.Random) -> list[str | None]:
-    return [p.demo for p in problems]
+class TaskDemos(_Stateless):
+    """The task's demonstration for every prompt that has one (supervised fine-tuning)."""
+
+    def __call__(self, problems, batch, rng):
+        return [(p, p.demo) for p in problems if p.demo is not None], {}
 
 
 @DEMO_SOURCES.register("noisy")
-def noisy_demos(problems: list[Problem], rng: random.Random, *, corrupt_prob: float = 0.5) -> list[str | None]:
-    """Task demos with the answer corrupted (one character changed) with probability corrupt_prob."""
-    out: list[str | None] = []
-    for p in problems:
-        demo = p.demo
-        if demo is not None and rng.random() < corrupt_prob:
-            demo = corrupt_answer(demo, rng)
-        out.append(demo)
-    return out
+class NoisyDemos(_Stateless):
+    """Task demos whose answer is corrupted (one character) with probability corrupt_prob.
+
+    Builds the partly competent "base model" of catalog 3.0: the mixture of correct and
+    corrupted traces sets how often the base samples a right answer.
+    """
+
+    def __init__(self, pool: list[Problem], *, corrupt_prob: float = 0.5) -> None:
+        super().__init__(pool)
+        self.corrupt_prob = corrupt_prob
+
+    def __call__(self, problems, batch, rng):
+        out = []
+        for p in problems:
+            if p.demo is not None:
+                out.append((p, corrupt_answer(p.demo, rng) if rng.random() < self.corrupt_prob else p.demo))
+        return out, {}
+
+
+@DEMO_SOURCES.register("relift")
+class ReLIFTBuffer(_Stateless):
+    """ReLIFT (Ma et al. 2025, "Learning What Reinforcement Learning Can't", arXiv:2506.07527).
+
+    A prompt whose whole group fails (no rollout correct) joins a buffer with its
+    demonstration; whenever the buffer holds `size` prompts they are returned (and removed)
+    for one SFT update interleaved with RL. Metrics: mix/buffer_size, mix/sft_triggered,
+    mix/demos_used (cumulative demonstrations consumed).
+    """
+
+    needs = frozenset({"rollout"})
+
+    def __init__(self, pool: list[Problem], *, size: int = 16) -> None:
+        super().__init__(pool)
+        self.size, self.buffer, self.used = size, [], 0
+
+    def __call__(self, problems, batch, rng):
+        for rows in groups(batch) if batch is not None else []:
+            p = batch.problems[rows[0]]
+            if p.demo is not None and all(not batch.verdicts[r].correct for r in rows):
+                self.buffer.append(self.index[p.prompt])
+        out: Pairs = []
+        if len(self.buffer) >= self.size:
+            take, self.buffer = self.buffer[: self.size], self.buffer[self.size :]
+            out = [(self.pool[i], self.pool[i].demo) for i in take]
+            self.used += len(out)
+        return out, {"mix/buffer_size": float(len(self.buffer)), "mix/sft_triggered": float(bool(out)),
+                     "mix/demos_used": float(self.used)}
+
+    def state_dict(self):
+        return {"buffer": list(self.buffer), "used": self.used}
+
+    def load_state_dict(self, state):
+        self.buffer, self.used = list(state["buffer"]), int(state["used"])
+
+
+@DEMO_SOURCES.register("self_correct")
+class SelfCorrect(_Stateless):
+    """Rejection-sampling fine-tuning: RAFT (arXiv:2304.06767), ReST-EM (arXiv:2312.06585),
+    expert iteration. The step's verified-correct on-policy samples, up to `per_prompt` per
+    prompt, become the SFT targets. Metric: mix/self_demos."""
+
+    needs = frozenset({"rollout"})
+
+    def __init__(self, pool: list[Problem], *, per_prompt: int = 1) -> None:
+        super().__init__(pool)
+        self.per_prompt = per_prompt
+
+    def __call__(self, problems, batch, rng):
+        out: Pairs = []
+        for rows in groups(batch) if batch is not None else []:
+            good = [r for r in rows if batch.verdicts[r].correct and not _off(batch, r)]
+            out += [(batch.problems[r], batch.texts[r]) for r in good[: self.per_prompt]]
+        return out, {"mix/self_demos": float(len(out))}
+
+
+@DEMO_SOURCES.register("s3ft")
+class S3FTDemos(_Stateless):
+    """S3FT (Gupta et al. 2024, "Selective Self-to-Supervised Fine-Tuning", arXiv:2502.08130):
+    per prompt, the model's own correct response when it has one, otherwise the gold one.
+    Metric: mix/own_fraction."""
+
+    needs = frozenset({"rollout"})
+
+    def __call__(self, problems, batch, rng):
+        out: Pairs = []
+        own = 0
+        for rows in groups(batch) if batch is not None else []:
+            good = [r for r in rows if batch.verdicts[r].correct and not _off(batch, r)]
+            p = batch.problems[rows[0]]
+            if good:
+                out.append((p, batch.texts[good[0]]))
+                own += 1
+            elif p.demo is not None:
+                out.append((p, p.demo))
+        return out, {"mix/own_fraction": own / max(1, len(out))}
+
+
+@DEMO_SOURCES.register("failed")
+class FailedDemos(_Stateless):
+    """Metis-RISE's targeted SFT (arXiv:2506.13056): gold demonstrations only for prompts
+    whose group pass rate is at most `max_pass_rate`. Metric: mix/targeted_fraction."""
+
+    needs = frozenset({"rollout"})
+
+    def __init__(self, pool: list[Problem], *, max_pass_rate: float = 0.0) -> None:
+        super().__init__(pool)
+        self.max_pass_rate = max_pass_rate
+
+    def __call__(self, problems, batch, rng):
+        out: Pairs = []
+        all_groups = groups(batch) if batch is not None else []
+        for rows in all_groups:
+            p = batch.problems[rows[0]]
+            rate = sum(batch.verdicts[r].correct for r in rows) / len(rows)
+            if rate <= self.max_pass_rate and p.demo is not None:
+                out.append((p, p.demo))
+        return out, {"mix/targeted_fraction": len(out) / max(1, len(all_groups))}
+
+
+def _off(batch: RolloutBatch, row: int) -> bool:
+    return batch.offpolicy is not None and bool(batch.offpolicy[row])

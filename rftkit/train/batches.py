@@ -21,15 +21,13 @@ def pad(rows: list[list[int]], value: float | int, dtype: torch.dtype) -> Tensor
     return out
 
 
-def demo_batch(tok, problems: list[Problem], demos: list[str | None], max_len: int) -> DemoBatch | None:
-    """Demonstrations as (tokens [M, T], mask [M, T]); problems without a demo are skipped.
+def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch | None:
+    """(problem, completion) pairs as (tokens [M, T], mask [M, T]); None when there are none.
 
     Rows longer than `max_len` are truncated from the end (mask follows), never dropped.
     """
     toks, masks, kept = [], [], []
-    for p, d in zip(problems, demos):
-        if d is None:
-            continue
+    for p, d in pairs:
         prompt = [tok.bos_id] + tok.encode(p.prompt)
         completion = tok.encode(d) + [tok.eos_id]
         row = (prompt + completion)[:max_len]

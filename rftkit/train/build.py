@@ -44,6 +44,8 @@ def check_names(cfg: Config) -> None:
                 OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives[{j}]")
                 if not isinstance(o.weight, float):
                     SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives[{j}].weight")
+            if not isinstance(s.rl.prefix_ratio, float):
+                SCHEDULES.bind(s.rl.prefix_ratio.name, s.rl.prefix_ratio.params, where=f"{w}.rl.prefix_ratio")
     except RegistryError as e:
         raise ConfigError(str(e)) from None
     for i, s in enumerate(cfg.stages):
@@ -89,8 +91,10 @@ def lr_fn(base_lr: float, warmup: int, schedule: str, steps: int, start: int):
     return lr_at
 
 
-def _needs(terms: list[Term], advantage_fn, stage: StageCfg) -> frozenset[str]:
+def _needs(terms: list[Term], advantage_fn, provider, stage: StageCfg) -> frozenset[str]:
     needs = set().union(*(t.fn.needs for t in terms)) | set(getattr(advantage_fn, "needs", ()))
+    if "demos" in needs:
+        needs |= set(provider.needs)
     if stage.rl.kl_reward_coef > 0:
         needs |= {"ref", "rollout"}
     return frozenset(needs)
@@ -110,26 +114,37 @@ def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
 
 
+def rl_options(stage: StageCfg) -> RLOptions:
+    d = stage.rl.model_dump()
+    ratio = stage.rl.prefix_ratio
+    if not isinstance(ratio, float):
+        sched = SCHEDULES.bind(ratio.name, ratio.params)
+        d["prefix_ratio"] = lambda progress: float(sched(progress))
+    d["hint_levels"] = tuple(d["hint_levels"])
+    return RLOptions(**d)
+
+
 def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: int, stage_start: int) -> StepParts:
     """Everything one stage's steps run with; the loop adds the reference model when needed."""
     terms = [Term(o.name, _bound_objective(o), weight_fn(o)) for o in stage.objectives]
     advantage_fn = ADVANTAGES.bind(stage.advantage.name, stage.advantage.params)
     if not hasattr(advantage_fn, "needs"):
         advantage_fn.needs = advantage_fn.func.needs
-    needs = _needs(terms, advantage_fn, stage)
+    provider = DEMO_SOURCES.bind(stage.demos.name, stage.demos.params)(pool)
+    needs = _needs(terms, advantage_fn, provider, stage)
     critic = Critic(model) if "values" in needs else None
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     r = cfg.rollout
     return StepParts(
-        model=model, ref_model=None, critic=critic, tok=tok,
+        model=model, ref_model=None, critic=critic, teacher=None, tok=tok,
         generator=GENERATORS.bind(r.engine)(model, tok),
         optimizer=_optimizer(model, critic, lr, cfg, stage),
         sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),
         pool=pool, terms=terms, needs=needs, advantage_fn=advantage_fn,
-        demo_fn=DEMO_SOURCES.bind(stage.demos.name, stage.demos.params),
+        demo_provider=provider,
         sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                 top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),
-        rl=RLOptions(**stage.rl.model_dump()),
+        rl=rl_options(stage),
         batch_size=stage.batch_size, update_epochs=stage.update_epochs, minibatches=stage.minibatches,
         grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip,
         lr_at=lr_fn(lr, stage.warmup_steps, stage.lr_schedule, stage.steps, stage_start),

@@ -22,7 +22,7 @@ import torch
 
 from rftkit.config import Config, to_yaml
 from rftkit.data.pool import Pools, build_pools
-from rftkit.errors import TrainingAborted
+from rftkit.errors import ConfigError, TrainingAborted
 from rftkit.eval.evaluate import evaluate
 from rftkit.model.io import build_model, copy_weights, load_model, save_model
 from rftkit.model.tokenizer import CharTokenizer
@@ -46,6 +46,7 @@ class RunState:
     elapsed: float = 0.0
     update: dict = field(default_factory=lambda: asdict(UpdateState()))
     sampler: dict | None = None
+    demos: dict | None = None
 
 
 @dataclass
@@ -108,19 +109,31 @@ def _ref_model(run: Run, idx: int, parts_needs_ref: bool):
     return copy_weights(ref)
 
 
+def _teacher(run: Run, stage, needed: bool):
+    if not needed:
+        return None
+    if not stage.teacher:
+        raise ConfigError(f"stage '{stage.name}': an objective needs a teacher; set stages.{stage.name}.teacher "
+                          f"to a model folder or run dir")
+    teacher, _ = load_model(resolve_model_dir(stage.teacher), run.cfg.model.device)
+    return copy_weights(teacher)
+
+
 def train_stage(run: Run) -> None:
     cfg, st = run.cfg, run.state
     stage = cfg.stages[st.stage_idx]
     start = st.global_step - st.stage_step
     pool = [p for p in run.pools.train if stage.tasks is None or p.source in stage.tasks]
     parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
-    parts.ref_model = _ref_model(run, st.stage_idx, "ref" in parts.needs)
+    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos"} & parts.needs))
+    parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
     update = UpdateState(**st.update)
     if st.stage_step == 0:
         update.kl_coef = stage.rl.kl_reward_coef
     else:  # resuming inside this stage: restore what the step mutates
         load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer, _extra_modules(parts))
         parts.sampler.load_state_dict(st.sampler)
+        parts.demo_provider.load_state_dict(st.demos or {})
     bar = StageProgress(cfg.progress)
     bar.start(stage.name, stage.steps, st.stage_step)
     try:
@@ -162,6 +175,7 @@ def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
     st.elapsed = time.perf_counter() - run.t0
     st.update = asdict(update)
     st.sampler = parts.sampler.state_dict() if st.stage_step > 0 else None
+    st.demos = parts.demo_provider.state_dict() if st.stage_step > 0 else None
     save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st),
                     run.cfg.checkpoint.keep, _extra_modules(parts) if st.stage_step > 0 else {})
 

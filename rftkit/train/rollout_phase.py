@@ -1,8 +1,11 @@
 """The rollout half of an RL step: sample, verify, shape rewards, filter groups, advantages.
 
-    sample groups -> verify -> DAPO overlong punishment -> zero-variance policy (keep | drop |
-    refill: over-sample until the batch is full, DAPO dynamic sampling) -> greedy baseline
-    (ReMax) / reference log-probs / critic values, when needed -> KL-in-reward -> advantages
+    rows per prompt: G on-policy samples, of which `prefix_rows` continue from a demonstration
+        prefix (Prefix-RFT), and `offpolicy_per_group` demonstrations in place of samples (LUFFY)
+    verify -> DAPO overlong punishment -> GHPO hints for groups that all failed ->
+    zero-variance policy (keep | drop | refill: DAPO dynamic sampling) ->
+    reference / teacher log-probs, critic values, greedy baseline (ReMax), when needed ->
+    KL-in-reward -> advantages
 
 Everything a later objective needs is computed here once, for the whole batch, before the
 update splits it into minibatches.
@@ -11,23 +14,23 @@ update splits it into minibatches.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from rftkit.algos.advantages import gae_returns, group_stats
-from rftkit.algos.shaping import dapo_overlong_penalty, kl_in_reward, zero_variance_groups
+from rftkit.algos.advantages import gae_returns
+from rftkit.algos.shaping import dapo_overlong_penalty, kl_in_reward
 from rftkit.data.samplers import PromptStats
 from rftkit.rollout.base import SamplingParams
 from rftkit.tasks.base import verify
 from rftkit.train.batches import pad, token_logprobs
-from rftkit.types import Problem, RolloutBatch
+from rftkit.types import Problem, RolloutBatch, Verdict
 
 
 @dataclass(frozen=True)
 class RLOptions:
-    """Plain copy of config.RLCfg (parts never read config objects)."""
+    """Plain copy of config.RLCfg (parts never read config objects); prefix_ratio is a callable."""
 
     zero_variance: str = "keep"
     max_refill_rounds: int = 4
@@ -39,122 +42,207 @@ class RLOptions:
     kl_horizon: int = 10000
     ref_reset_every: int = 0
     critic_lr: float = 1e-4
+    offpolicy_per_group: int = 0
+    prefix_rows: int = 0
+    prefix_ratio: object = 0.5
+    hint_levels: tuple[float, ...] = ()
 
 
 @dataclass
-class Round:
-    """One sampling round: rows grouped by prompt (row r belongs to prompt r // G)."""
+class Row:
+    """One completion in the layout of rftkit.types (token lists, not yet padded)."""
 
-    indices: list[int]
-    problems: list[Problem]
-    rows: dict  # tokens, logp, mask, truncated: per-row lists/tensors
-    texts: list[str]
-    verdicts: list
-    rewards: Tensor
-
-
-def _sample_round(parts, indices: list[int], seed: int) -> Round:
-    problems = [parts.pool[i] for i in indices]
-    prompts = [[parts.tok.bos_id] + parts.tok.encode(p.prompt) for p in problems]
-    sampling = SamplingParams(**{**parts.sampling.__dict__, "seed": seed})
-    gen = parts.generator.generate(prompts, sampling)
-    g = sampling.n
-    expanded = [p for p in problems for _ in range(g)]
-    verdicts = [verify(p, t) for p, t in zip(expanded, gen.texts)]
-    rewards = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
-    opts: RLOptions = parts.rl
-    if opts.overlong_cache > 0:
-        rewards = rewards + dapo_overlong_penalty(gen.mask.sum(1), sampling.max_new_tokens, opts.overlong_cache)
-    rows = {"tokens": gen.tokens, "logp": gen.logp, "mask": gen.mask, "truncated": gen.truncated}
-    return Round(indices, expanded, rows, gen.texts, verdicts, rewards)
+    problem: Problem
+    tokens: list[int]
+    logp: list[float]
+    mask: list[float]
+    prefix: list[float]
+    text: str
+    truncated: bool
+    offpolicy: bool = False
+    verdict: Verdict | None = None
+    reward: float = 0.0
 
 
-def _keep_groups(rnd: Round, g: int) -> list[int]:
-    """Prompt positions (within the round) whose group has reward variance."""
-    ids = torch.arange(len(rnd.indices)).repeat_interleave(g)
-    flat = zero_variance_groups(rnd.rewards, ids).view(len(rnd.indices), g)[:, 0]
-    return [i for i, z in enumerate(flat.tolist()) if not z]
+@dataclass
+class Group:
+    index: int  # pool index of the prompt
+    rows: list[Row] = field(default_factory=list)
+
+    def rewards(self) -> list[float]:
+        return [r.reward for r in self.rows]
 
 
-def sample_groups(parts, indices: list[int], seed: int) -> tuple[list[tuple[Round, int]], list[Round], dict]:
-    """Rounds of sampling under the zero-variance policy; returns the kept (round, prompt) pairs."""
+def demo_prefix(demo: str, ratio: float) -> str:
+    """The first round(ratio * len) characters of a demonstration, leaving at least one."""
+    n = min(max(0, round(ratio * len(demo))), len(demo) - 1)
+    return demo[:n]
+
+
+def _generate(parts, specs: list[tuple[Problem, str, bool]], seed: int) -> list[Row]:
+    """Sample one completion per (problem, forced prefix, prefix-is-hint) spec."""
+    tok = parts.tok
+    prompts = [[tok.bos_id] + tok.encode(p.prompt) + tok.encode(pre) for p, pre, _ in specs]
+    gen = parts.generator.generate(prompts, SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed}))
+    rows = []
+    for i, (p, pre, hint) in enumerate(specs):
+        n = int(gen.mask[i].sum())
+        start = len(prompts[i])
+        tokens = gen.tokens[i, : start + n].tolist()
+        n_pre, head = len(tok.encode(pre)), start - len(tok.encode(pre))
+        prefix = [0.0] * (start + n)
+        if not hint:  # Prefix-RFT: forced tokens are part of the completion, off the policy mask
+            prefix[head:start] = [1.0] * n_pre
+        rows.append(Row(p, tokens, gen.logp[i, : start + n].tolist(), gen.mask[i, : start + n].tolist(),
+                        prefix, pre + gen.texts[i], bool(gen.truncated[i])))
+    return rows
+
+
+def _demo_row(parts, p: Problem) -> Row:
+    """A demonstration as a member of the group (LUFFY): behaviour log-probs unknown (0)."""
+    prompt = [parts.tok.bos_id] + parts.tok.encode(p.prompt)
+    comp = parts.tok.encode(p.demo) + [parts.tok.eos_id]
+    n = len(prompt) + len(comp)
+    return Row(p, prompt + comp, [0.0] * n, [0.0] * len(prompt) + [1.0] * len(comp), [0.0] * n,
+               p.demo, False, offpolicy=True)
+
+
+def _score(parts, rows: list[Row]) -> None:
+    for r in rows:
+        r.verdict = verify(r.problem, r.text)
+        r.reward = r.verdict.score
+        if parts.rl.overlong_cache > 0 and not r.offpolicy:
+            length = torch.tensor([sum(r.mask)])
+            r.reward += float(dapo_overlong_penalty(length, parts.sampling.max_new_tokens, parts.rl.overlong_cache)[0])
+
+
+def sample_round(parts, indices: list[int], seed: int, progress: float) -> list[Group]:
+    """G rows per prompt: on-policy samples (some from a prefix) and demonstrations."""
     g, opts = parts.sampling.n, parts.rl
-    rounds = [_sample_round(parts, indices, seed)]
+    ratio = opts.prefix_ratio(progress) if callable(opts.prefix_ratio) else float(opts.prefix_ratio)
+    specs, layout = [], []
+    for idx in indices:
+        p = parts.pool[idx]
+        k_off = min(opts.offpolicy_per_group, g - 1) if p.demo is not None else 0
+        k_pre = min(opts.prefix_rows, g - k_off) if p.demo is not None else 0
+        specs += [(p, demo_prefix(p.demo, ratio) if j < k_pre else "", False) for j in range(g - k_off)]
+        layout.append((idx, g - k_off, k_off))
+    rows = iter(_generate(parts, specs, seed))
+    groups = []
+    for idx, n_on, k_off in layout:
+        grp = Group(idx, [next(rows) for _ in range(n_on)])
+        grp.rows += [_demo_row(parts, parts.pool[idx]) for _ in range(k_off)]
+        _score(parts, grp.rows)
+        groups.append(grp)
+    return groups
+
+
+def apply_hints(parts, groups: list[Group], seed: int) -> dict[str, float]:
+    """GHPO: re-sample groups that all failed with a growing share of the solution as a hint."""
+    hinted = 0
+    for level, ratio in enumerate(parts.rl.hint_levels):
+        failing = [gr for gr in groups if parts.pool[gr.index].demo is not None
+                   and not any(r.verdict.correct for r in gr.rows)]
+        if not failing:
+            break
+        g = parts.sampling.n
+        specs = [(parts.pool[gr.index], demo_prefix(parts.pool[gr.index].demo, ratio), True)
+                 for gr in failing for _ in range(g)]
+        rows = _generate(parts, specs, seed + 101 * (level + 1))
+        _score(parts, rows)
+        for i, gr in enumerate(failing):
+            gr.rows = rows[i * g : (i + 1) * g]
+        hinted += len(failing) if level == 0 else 0
+    return {"mix/hinted_fraction": hinted / max(1, len(groups))} if parts.rl.hint_levels else {}
+
+
+def _has_variance(gr: Group) -> bool:
+    rs = gr.rewards()
+    return max(rs) > min(rs)
+
+
+def sample_groups(parts, indices: list[int], seed: int, progress: float) -> tuple[list[Group], list[Group], dict]:
+    """Rounds of sampling under the zero-variance policy; returns (kept groups, all sampled)."""
+    opts = parts.rl
+    first = sample_round(parts, indices, seed, progress)
+    metrics = apply_hints(parts, first, seed)
+    sampled = list(first)
     if opts.zero_variance == "keep":
-        return [(rounds[0], i) for i in range(len(indices))], rounds, {}
-    kept = [(rounds[0], i) for i in _keep_groups(rounds[0], g)]
-    zero_frac = 1 - len(kept) / len(indices)
-    while opts.zero_variance == "refill" and len(kept) < parts.batch_size and len(rounds) <= opts.max_refill_rounds:
-        more = parts.sampler.next(parts.batch_size)
-        rounds.append(_sample_round(parts, more, seed + 7919 * len(rounds)))
-        kept += [(rounds[-1], i) for i in _keep_groups(rounds[-1], g)]
-    kept = kept[: parts.batch_size]
-    return kept, rounds, {"adv/zero_std_frac_sampled": zero_frac, "rollout/refill_rounds": float(len(rounds) - 1),
-                          "rollout/kept_groups": float(len(kept))}
+        return first, sampled, metrics
+    kept = [gr for gr in first if _has_variance(gr)]
+    metrics["adv/zero_std_frac_sampled"] = 1 - len(kept) / max(1, len(first))
+    rounds = 1
+    while opts.zero_variance == "refill" and len(kept) < parts.batch_size and rounds <= opts.max_refill_rounds:
+        more = sample_round(parts, parts.sampler.next(parts.batch_size), seed + 7919 * rounds, progress)
+        metrics.update(apply_hints(parts, more, seed + 7919 * rounds))
+        sampled += more
+        kept += [gr for gr in more if _has_variance(gr)]
+        rounds += 1
+    metrics.update({"rollout/refill_rounds": float(rounds - 1), "rollout/kept_groups": float(min(len(kept), parts.batch_size))})
+    return kept[: parts.batch_size], sampled, metrics
 
 
-def _merge(kept: list[tuple[Round, int]], g: int, pad_id: int) -> dict:
-    rows: dict[str, list] = {"tokens": [], "logp": [], "mask": [], "truncated": [], "problems": [],
-                             "texts": [], "verdicts": [], "rewards": []}
-    for rnd, i in kept:
-        for r in range(i * g, (i + 1) * g):
-            n = int(rnd.rows["mask"][r].nonzero().max()) + 1 if rnd.rows["mask"][r].any() else 1
-            rows["tokens"].append(rnd.rows["tokens"][r, :n].tolist())
-            rows["logp"].append(rnd.rows["logp"][r, :n].tolist())
-            rows["mask"].append(rnd.rows["mask"][r, :n].tolist())
-            rows["truncated"].append(bool(rnd.rows["truncated"][r]))
-            rows["problems"].append(rnd.problems[r])
-            rows["texts"].append(rnd.texts[r])
-            rows["verdicts"].append(rnd.verdicts[r])
-            rows["rewards"].append(float(rnd.rewards[r]))
-    return {"tokens": pad(rows["tokens"], pad_id, torch.long), "logp": pad(rows["logp"], 0.0, torch.float32),
-            "mask": pad(rows["mask"], 0.0, torch.float32), "truncated": torch.tensor(rows["truncated"]),
-            "problems": rows["problems"], "texts": rows["texts"], "verdicts": rows["verdicts"],
-            "rewards": torch.tensor(rows["rewards"], dtype=torch.float32)}
+def _merge(groups: list[Group], pad_id: int) -> dict:
+    rows = [r for gr in groups for r in gr.rows]
+    return {
+        "tokens": pad([r.tokens for r in rows], pad_id, torch.long),
+        "logp": pad([r.logp for r in rows], 0.0, torch.float32),
+        "mask": pad([r.mask for r in rows], 0.0, torch.float32),
+        "prefix": pad([r.prefix for r in rows], 0.0, torch.float32),
+        "truncated": torch.tensor([r.truncated for r in rows]),
+        "offpolicy": torch.tensor([r.offpolicy for r in rows]),
+        "rewards": torch.tensor([r.reward for r in rows], dtype=torch.float32),
+        "group_ids": torch.tensor([i for i, gr in enumerate(groups) for _ in gr.rows]),
+        "problems": [r.problem for r in rows], "texts": [r.text for r in rows],
+        "verdicts": [r.verdict for r in rows],
+    }
 
 
 @torch.no_grad()
-def _greedy_rewards(parts, problems: list[Problem], g: int, seed: int) -> Tensor:
+def _greedy_rewards(parts, problems: list[Problem], group_ids: Tensor, seed: int) -> Tensor:
     """ReMax baseline: the reward of each prompt's greedy completion, repeated per row."""
-    uniq = problems[::g]
-    prompts = [[parts.tok.bos_id] + parts.tok.encode(p.prompt) for p in uniq]
+    firsts = [problems[i] for i in range(len(problems)) if i == 0 or group_ids[i] != group_ids[i - 1]]
+    prompts = [[parts.tok.bos_id] + parts.tok.encode(p.prompt) for p in firsts]
     params = SamplingParams(n=1, max_new_tokens=parts.sampling.max_new_tokens, temperature=0.0,
                             stop=parts.sampling.stop, seed=seed)
     gen = parts.generator.generate(prompts, params)
-    r = torch.tensor([verify(p, t).score for p, t in zip(uniq, gen.texts)], dtype=torch.float32)
-    return r.repeat_interleave(g)
+    r = torch.tensor([verify(p, t).score for p, t in zip(firsts, gen.texts)], dtype=torch.float32)
+    return r[group_ids]
 
 
-def rollout(parts, indices: list[int], seed: int, kl_coef: float) -> tuple[RolloutBatch | None, dict, list[PromptStats]]:
+@torch.no_grad()
+def _frozen(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    return token_logprobs(model, tokens, temperature)[0] * mask
+
+
+def rollout(parts, indices: list[int], seed: int, kl_coef: float,
+            progress: float = 0.0) -> tuple[RolloutBatch | None, dict, list[PromptStats]]:
     """Sample, score and prepare one batch; None when every group was dropped."""
     t0 = time.perf_counter()
-    g = parts.sampling.n
-    kept, rounds, metrics = sample_groups(parts, indices, seed)
+    kept, sampled, metrics = sample_groups(parts, indices, seed, progress)
     t1 = time.perf_counter()
-    stats_rounds = rounds
     if not kept:
         metrics.update({"time/rollout": t1 - t0, "rollout/empty_batch": 1.0})
-        return None, metrics, _prompt_stats(stats_rounds, g, None)
-    m = _merge(kept, g, parts.tok.pad_id)
-    batch = _finish(parts, m, g, seed, kl_coef, metrics)
-    metrics.update(_rollout_metrics(batch, m, g))
+        return None, metrics, _prompt_stats(sampled, None)
+    m = _merge(kept, parts.tok.pad_id)
+    batch = _finish(parts, m, seed, kl_coef, metrics)
+    metrics.update(_rollout_metrics(batch, m))
     metrics.update({"time/rollout": t1 - t0, "time/reward": time.perf_counter() - t1})
-    return batch, metrics, _prompt_stats(stats_rounds, g, batch)
+    return batch, metrics, _prompt_stats(sampled, batch)
 
 
-def _finish(parts, m: dict, g: int, seed: int, kl_coef: float, metrics: dict) -> RolloutBatch:
+def _finish(parts, m: dict, seed: int, kl_coef: float, metrics: dict) -> RolloutBatch:
     mask = m["mask"] * (~m["truncated"]).float()[:, None] if parts.rl.mask_truncated else m["mask"]
-    group_ids = torch.arange(len(m["problems"]) // g).repeat_interleave(g)
-    temp = parts.sampling.temperature
-    ref_logp = values = returns = greedy = None
-    if parts.ref_model is not None:
-        with torch.no_grad():
-            ref_logp = token_logprobs(parts.ref_model, m["tokens"], temp)[0] * mask
+    temp, group_ids = parts.sampling.temperature, m["group_ids"]
+    trained = torch.maximum(mask, m["prefix"])  # tokens any objective may read
+    ref_logp = _frozen(parts.ref_model, m["tokens"], trained, temp) if parts.ref_model is not None else None
+    teacher = _frozen(parts.teacher, m["tokens"], trained, temp) if parts.teacher is not None else None
+    values = returns = greedy = None
     if parts.critic is not None:
         with torch.no_grad():
             values = parts.critic(m["tokens"]) * mask
     if "greedy" in parts.advantage_fn.needs:
-        greedy = _greedy_rewards(parts, m["problems"], g, seed + 1)
+        greedy = _greedy_rewards(parts, m["problems"], group_ids, seed + 1)
     rewards: Tensor = m["rewards"]
     if parts.rl.kl_reward_coef > 0:
         rewards = kl_in_reward(rewards, m["logp"], ref_logp, mask, kl_coef, parts.rl.kl_reward_estimator)
@@ -163,10 +251,13 @@ def _finish(parts, m: dict, g: int, seed: int, kl_coef: float, metrics: dict) ->
     adv = parts.advantage_fn(rewards, group_ids, mask, values=values, greedy_rewards=greedy)
     if values is not None:
         returns = gae_returns(rewards, mask, values, **_gae_knobs(parts.advantage_fn))
+    has_prefix, has_off = bool(m["prefix"].any()), bool(m["offpolicy"].any())
     return RolloutBatch(tokens=m["tokens"], mask=mask, old_logp=m["logp"], group_ids=group_ids,
                         rewards=m["rewards"], advantages=adv * mask, truncated=m["truncated"],
                         problems=m["problems"], texts=m["texts"], verdicts=m["verdicts"],
-                        ref_logp=ref_logp, values=values, returns=returns)
+                        ref_logp=ref_logp, values=values, returns=returns,
+                        offpolicy=m["offpolicy"] if has_off else None,
+                        prefix_mask=m["prefix"] if has_prefix else None, teacher_logp=teacher)
 
 
 def _gae_knobs(fn) -> dict:
@@ -174,36 +265,39 @@ def _gae_knobs(fn) -> dict:
     return {k: kw[k] for k in ("gamma", "lam") if k in kw}
 
 
-def _rollout_metrics(batch: RolloutBatch, m: dict, g: int) -> dict[str, float]:
-    rewards, lengths = batch.rewards, m["mask"].sum(1)
-    grouped = rewards.view(-1, g)
-    return {
+def _rollout_metrics(batch: RolloutBatch, m: dict) -> dict[str, float]:
+    on = ~m["offpolicy"]
+    rewards, lengths = batch.rewards[on], m["mask"][on].sum(1)
+    n_groups = int(batch.group_ids.max()) + 1
+    std = [batch.rewards[batch.group_ids == i].std() if int((batch.group_ids == i).sum()) > 1 else torch.tensor(0.0)
+           for i in range(n_groups)]
+    out = {
         "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-        "reward/acc": sum(v.correct for v in batch.verdicts) / len(batch.verdicts),
-        "rollout/len_mean": float(lengths.mean()), "rollout/truncated_frac": float(batch.truncated.float().mean()),
-        "adv/zero_std_frac": float((grouped.std(1) == 0).float().mean()) if g > 1 else 1.0,
+        "reward/acc": sum(v.correct for v, o in zip(batch.verdicts, on.tolist()) if o) / max(1, int(on.sum())),
+        "rollout/len_mean": float(lengths.mean()), "rollout/truncated_frac": float(batch.truncated[on].float().mean()),
+        "adv/zero_std_frac": float(sum(float(s) == 0.0 for s in std) / n_groups),
         "adv/abs_mean": float(batch.advantages.abs().sum() / batch.mask.sum().clamp(min=1)),
         "perf/gen_tokens": float(lengths.sum()),
     }
-
-
-def _prompt_stats(rounds: list[Round], g: int, batch: RolloutBatch | None) -> list[PromptStats]:
-    """Per sampled prompt: pass rate, reward std, mean |advantage| (0 for dropped groups)."""
-    adv_by_problem: dict[int, float] = {}
-    if batch is not None:
-        per_row = (batch.advantages.abs().sum(1) / batch.mask.sum(1).clamp(min=1)).view(-1, g).mean(1)
-        for k, v in enumerate(per_row.tolist()):
-            adv_by_problem[id(batch.problems[k * g])] = v
-    out = []
-    for rnd in rounds:
-        r = rnd.rewards.view(len(rnd.indices), g)
-        std = r.std(1) if g > 1 else torch.zeros(len(rnd.indices))
-        for j, idx in enumerate(rnd.indices):
-            p = rnd.problems[j * g]
-            out.append(PromptStats(index=idx, task=p.task, source=p.source or p.task, difficulty=p.difficulty,
-                                   reward_mean=float(r[j].mean()), reward_std=float(std[j]),
-                                   adv_abs_mean=adv_by_problem.get(id(p), 0.0)))
+    if batch.offpolicy is not None:
+        out["mix/offpolicy_fraction"] = float(batch.offpolicy.float().mean())
+    if batch.prefix_mask is not None:
+        out["mix/prefix_tokens"] = float(batch.prefix_mask.sum() / max(1, int((batch.prefix_mask.sum(1) > 0).sum())))
     return out
 
 
-__all__ = ["RLOptions", "rollout", "sample_groups", "group_stats"]
+def _prompt_stats(groups: list[Group], batch: RolloutBatch | None) -> list[PromptStats]:
+    """Per sampled prompt: pass rate, reward std, mean |advantage| (0 for a dropped group)."""
+    adv: dict[int, float] = {}
+    if batch is not None:
+        per_row = batch.advantages.abs().sum(1) / batch.mask.sum(1).clamp(min=1)
+        for gid in range(int(batch.group_ids.max()) + 1):
+            adv[id(batch.problems[int((batch.group_ids == gid).nonzero()[0])])] = float(per_row[batch.group_ids == gid].mean())
+    out = []
+    for gr in groups:
+        p = gr.rows[0].problem
+        r = torch.tensor(gr.rewards())
+        out.append(PromptStats(index=gr.index, task=p.task, source=p.source or p.task, difficulty=p.difficulty,
+                               reward_mean=float(r.mean()), reward_std=float(r.std()) if len(r) > 1 else 0.0,
+                               adv_abs_mean=adv.get(id(p), 0.0)))
+    return out

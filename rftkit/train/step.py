@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from rftkit.algos.shaping import adaptive_kl_coef
+from rftkit.data.demos import DemoProvider
 from rftkit.data.samplers import Sampler
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.train.batches import demo_batch
@@ -42,6 +43,7 @@ class StepParts:
     model: torch.nn.Module
     ref_model: torch.nn.Module | None
     critic: torch.nn.Module | None
+    teacher: torch.nn.Module | None
     tok: object
     generator: Generator
     optimizer: torch.optim.Optimizer
@@ -50,7 +52,7 @@ class StepParts:
     terms: list[Term]
     needs: frozenset[str]
     advantage_fn: Callable
-    demo_fn: Callable
+    demo_provider: DemoProvider
     sampling: SamplingParams
     rl: RLOptions
     batch_size: int
@@ -76,13 +78,15 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     batch = demos = None
     stats = []
     if "rollout" in parts.needs:
-        batch, m, stats = rollout(parts, indices, seed, state.kl_coef)
+        batch, m, stats = rollout(parts, indices, seed, state.kl_coef, progress)
         metrics.update(m)
     if "demos" in parts.needs:
         rng = random.Random(f"{seed}/demos")
         max_len = getattr(getattr(parts.model, "cfg", None), "max_seq_len", 10**9)
-        demos = demo_batch(parts.tok, problems, parts.demo_fn(problems, rng), max_len)
-        metrics["data/demos"] = float(0 if demos is None else len(demos.problems))
+        pairs, m = parts.demo_provider(problems, batch, rng)
+        demos = demo_batch(parts.tok, pairs, max_len)
+        metrics.update(m)
+        metrics["data/demos"] = float(len(pairs))
     weights = {t.name: t.weight(progress) for t in parts.terms}
     metrics.update({f"weight/{k}": v for k, v in weights.items()})
     metrics["optim/lr"] = _set_lr(parts, step)

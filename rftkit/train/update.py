@@ -46,6 +46,9 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
         inp.behav_logp = batch.old_logp[rs]
         inp.rewards = batch.rewards[rs]
         inp.group_reward_mean = group_stats(batch.rewards, batch.group_ids)[0][rs]
+        for name in ("offpolicy", "prefix_mask", "teacher_logp"):
+            value = getattr(batch, name)
+            setattr(inp, name, None if value is None else value[rs])
         if parts.critic is not None:
             inp.values = parts.critic(batch.tokens[rs]) * inp.mask
             inp.old_values, inp.returns = batch.values[rs], batch.returns[rs]
@@ -57,6 +60,8 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
     if demos is not None and ds is not None:
         dlp, dent = token_logprobs(parts.model, demos.tokens[ds])
         inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
+        if "ref_demos" in parts.needs:
+            inp.demo_ref_logp = _frozen_logp(parts.ref_model, demos.tokens[ds], demos.mask[ds], 1.0)
     return inp
 
 
@@ -65,8 +70,8 @@ def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
 
 
 @torch.no_grad()
-def _frozen_logp(model, batch: RolloutBatch, temperature: float) -> Tensor:
-    return token_logprobs(model, batch.tokens, temperature)[0] * batch.mask
+def _frozen_logp(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    return token_logprobs(model, tokens, temperature)[0] * mask
 
 
 def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: dict) -> Tensor:
@@ -87,7 +92,7 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
 def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: DemoBatch | None,
                   weights: dict[str, float]) -> dict[str, float]:
     n_opt = parts.update_epochs * parts.minibatches
-    old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch, parts.sampling.temperature)
+    old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch.tokens, batch.mask, parts.sampling.temperature)
     metrics: dict[str, list[float]] = defaultdict(list)
     if old_logp is not None:
         metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, batch.mask))
