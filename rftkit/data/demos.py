@@ -12,7 +12,8 @@ state as JSON through checkpoints. Each is registered by name; knobs are keyword
     relift        ReLIFT: all-fail prompts join a buffer; every `size` of them, one SFT batch
     self_correct  RAFT / ReST / expert iteration: the policy's own verified-correct samples
     s3ft          S3FT: the policy's own correct sample when it has one, else the gold demo
-    failed        Metis-RISE targeted SFT: gold demos only for prompts at low pass rate
+    metis         Metis-RISE targeted SFT: gold demos where the policy always fails, its own
+                  correct samples where it sometimes succeeds
 """
 
 from __future__ import annotations
@@ -169,26 +170,38 @@ class S3FTDemos(_Stateless):
         return out, {"mix/own_fraction": own / max(1, len(out))}
 
 
-@DEMO_SOURCES.register("failed")
-class FailedDemos(_Stateless):
-    """Metis-RISE's targeted SFT (arXiv:2506.13056): gold demonstrations only for prompts
-    whose group pass rate is at most `max_pass_rate`. Metric: mix/targeted_fraction."""
+@DEMO_SOURCES.register("metis")
+class MetisDemos(_Stateless):
+    """Metis-RISE's targeted SFT (Qiu et al. 2025, arXiv:2506.13056): prompts bucketed by the
+    group pass rate r of the current policy. r = 0 (capability absent): the expert (gold)
+    demonstration; 0 < r < skip_above (possessed but applied inconsistently): one of the
+    model's own correct samples (self-distilled trajectory) if `self_distill`, else the gold
+    one; r >= skip_above: no target. Metrics: mix/expert_fraction, mix/self_fraction."""
 
     needs = frozenset({"rollout"})
 
-    def __init__(self, pool: list[Problem], *, max_pass_rate: float = 0.0) -> None:
+    def __init__(self, pool: list[Problem], *, skip_above: float = 1.0, self_distill: bool = True) -> None:
         super().__init__(pool)
-        self.max_pass_rate = max_pass_rate
+        self.skip_above, self.self_distill = skip_above, self_distill
 
     def __call__(self, problems, batch, rng):
         out: Pairs = []
+        expert = own = 0
         all_groups = groups(batch) if batch is not None else []
         for rows in all_groups:
             p = batch.problems[rows[0]]
-            rate = sum(batch.verdicts[r].correct for r in rows) / len(rows)
-            if rate <= self.max_pass_rate and p.demo is not None:
+            good = [r for r in rows if batch.verdicts[r].correct and not _off(batch, r)]
+            rate = len(good) / len(rows)
+            if rate >= self.skip_above:
+                continue
+            if good and self.self_distill:
+                out.append((p, batch.texts[good[0]]))
+                own += 1
+            elif p.demo is not None:
                 out.append((p, p.demo))
-        return out, {"mix/targeted_fraction": len(out) / max(1, len(all_groups))}
+                expert += 1
+        n = max(1, len(all_groups))
+        return out, {"mix/expert_fraction": expert / n, "mix/self_fraction": own / n}
 
 
 def _off(batch: RolloutBatch, row: int) -> bool:

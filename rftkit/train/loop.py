@@ -115,7 +115,8 @@ def _teacher(run: Run, stage, needed: bool):
     if not stage.teacher:
         raise ConfigError(f"stage '{stage.name}': an objective needs a teacher; set stages.{stage.name}.teacher "
                           f"to a model folder or run dir")
-    teacher, _ = load_model(resolve_model_dir(stage.teacher), run.cfg.model.device)
+    path = stage.teacher if Path(stage.teacher).exists() else str(run.dir / stage.teacher)
+    teacher, _ = load_model(resolve_model_dir(path), run.cfg.model.device)
     return copy_weights(teacher)
 
 

@@ -54,6 +54,7 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
             inp.old_values, inp.returns = batch.values[rs], batch.returns[rs]
         # Exactly on-policy (one pass): the old policy is the current one, ratio == 1.
         inp.old_logp = logp.detach() if old_logp is None else old_logp[rs]
+        metrics["policy/entropy"].append(_mean_abs(ent, torch.zeros_like(ent), inp.mask))
         if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
             metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], inp.mask))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
