@@ -134,6 +134,8 @@ class StageCfg(Strict):
     minibatches: int = Field(1, ge=1)
     """Optimizer steps per epoch, each on a slice of the batch."""
     rl: RLCfg = Field(default_factory=RLCfg)
+    controller: PartCfg | None = None
+    """Sets objective weights each step from training signals (sasr, amft); None = schedules only."""
     teacher: str | None = None
     """A model folder or run dir whose log-probs objectives needing "teacher" read (KDRL)."""
 

@@ -233,7 +233,8 @@ def test_every_loss_shapes_metrics_and_zero_advantage(name):
     torch.manual_seed(2)
     mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
     logp = torch.randn(2, 4)
-    extra = {"rewards": torch.tensor([1.0, 0.0]), "group_reward_mean": torch.tensor([0.5, 0.5])}
+    extra = {"rewards": torch.tensor([1.0, 0.0]), "group_reward_mean": torch.tensor([0.5, 0.5]),
+             "offpolicy": torch.tensor([False, True])}
     extra = {k: extra[k] for k in getattr(POLICY_LOSSES.get(name), "extra_inputs", ())}
     per_token, grad, metrics = grad_of(name, logp, logp.detach(), torch.zeros(2, 4), mask, **extra)
     assert per_token.shape == mask.shape

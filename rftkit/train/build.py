@@ -24,6 +24,7 @@ from rftkit.errors import ConfigError
 from rftkit.registry import RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
+from rftkit.train.controllers import CONTROLLERS
 from rftkit.train.critic import Critic
 from rftkit.train.rollout_phase import RLOptions
 from rftkit.train.step import StepParts, Term
@@ -44,6 +45,8 @@ def check_names(cfg: Config) -> None:
                 OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives[{j}]")
                 if not isinstance(o.weight, float):
                     SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives[{j}].weight")
+            if s.controller is not None:
+                CONTROLLERS.bind(s.controller.name, s.controller.params, where=f"{w}.controller")
             if not isinstance(s.rl.prefix_ratio, float):
                 SCHEDULES.bind(s.rl.prefix_ratio.name, s.rl.prefix_ratio.params, where=f"{w}.rl.prefix_ratio")
     except RegistryError as e:
@@ -142,6 +145,7 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
         sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),
         pool=pool, terms=terms, needs=needs, advantage_fn=advantage_fn,
         demo_provider=provider,
+        controller=CONTROLLERS.bind(stage.controller.name, stage.controller.params)() if stage.controller else None,
         sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                 top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),
         rl=rl_options(stage),

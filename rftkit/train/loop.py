@@ -47,6 +47,7 @@ class RunState:
     update: dict = field(default_factory=lambda: asdict(UpdateState()))
     sampler: dict | None = None
     demos: dict | None = None
+    controller: dict | None = None
 
 
 @dataclass
@@ -135,6 +136,8 @@ def train_stage(run: Run) -> None:
         load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer, _extra_modules(parts))
         parts.sampler.load_state_dict(st.sampler)
         parts.demo_provider.load_state_dict(st.demos or {})
+        if parts.controller is not None:
+            parts.controller.load_state_dict(st.controller)
     bar = StageProgress(cfg.progress)
     bar.start(stage.name, stage.steps, st.stage_step)
     try:
@@ -177,6 +180,7 @@ def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
     st.update = asdict(update)
     st.sampler = parts.sampler.state_dict() if st.stage_step > 0 else None
     st.demos = parts.demo_provider.state_dict() if st.stage_step > 0 else None
+    st.controller = parts.controller.state_dict() if parts.controller is not None and st.stage_step > 0 else None
     save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st),
                     run.cfg.checkpoint.keep, _extra_modules(parts) if st.stage_step > 0 else {})
 

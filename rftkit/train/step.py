@@ -24,6 +24,7 @@ from rftkit.data.demos import DemoProvider
 from rftkit.data.samplers import Sampler
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.train.batches import demo_batch
+from rftkit.train.controllers import WeightController
 from rftkit.train.rollout_phase import RLOptions, rollout
 from rftkit.train.update import UpdateState, update_policy
 from rftkit.types import Problem
@@ -53,6 +54,7 @@ class StepParts:
     needs: frozenset[str]
     advantage_fn: Callable
     demo_provider: DemoProvider
+    controller: WeightController | None
     sampling: SamplingParams
     rl: RLOptions
     batch_size: int
@@ -88,6 +90,9 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
         metrics.update(m)
         metrics["data/demos"] = float(len(pairs))
     weights = {t.name: t.weight(progress) for t in parts.terms}
+    if parts.controller is not None:
+        weights, m = parts.controller.weights(weights, random.Random(f"{seed}/controller"))
+        metrics.update(m)
     metrics.update({f"weight/{k}": v for k, v in weights.items()})
     metrics["optim/lr"] = _set_lr(parts, step)
     t0 = time.perf_counter()
@@ -98,4 +103,6 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
         state.kl_coef = adaptive_kl_coef(state.kl_coef, metrics["policy/kl_reward"], parts.rl.kl_target,
                                          parts.rl.kl_horizon, parts.batch_size * parts.sampling.n)
     metrics.update(parts.sampler.update(stats))
+    if parts.controller is not None:
+        parts.controller.observe(metrics)
     return metrics

@@ -79,7 +79,7 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
     total = None
     for term in parts.terms:
         w = weights[term.name]
-        if w == 0.0:
+        if w == 0.0 and parts.controller is None:  # a controller reads every term's metrics
             continue
         if ("rollout" in term.fn.needs and inp.logp is None) or ("demos" in term.fn.needs and inp.demo_logp is None):
             continue  # this micro-batch holds no data for the term

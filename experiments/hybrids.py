@@ -1,0 +1,168 @@
+"""When does imitation help and when does exploration? SFT, RL and hybrids at an equal budget.
+
+    .venv/bin/python experiments/hybrids.py --seeds 0 1 2
+
+Setting (catalog findings F6 / R16, "Learning What RL Can't"): a base model is pretrained
+(noisy demonstrations) on 2-3 digit addition ("easy") and on string reversal ("strings");
+4-digit addition ("hard") is never seen, so its pass@16 is ~0 and pure RL gets no signal
+there. From that one base, every method trains on easy + hard for the same number of steps
+and prompts per step, then is evaluated per source: pass@1 and pass@16 on easy and hard, and
+the drop on "strings" (trained earlier, not now) measures forgetting.
+
+Writes docs/hybrids_experiment.md (table) and docs/img/hybrids.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rftkit.config import validate
+from rftkit.eval.passk import pass_at_k
+from rftkit.train.build import check_names
+from rftkit.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+ADD = {"op": "add", "scratchpad": True}
+DATA = {
+    "tasks": [
+        {"name": "arithmetic", "label": "easy", "difficulty": [2, 3], "ood_difficulty": [4, 4], "params": ADD},
+        {"name": "arithmetic", "label": "hard", "difficulty": [4, 4], "ood_difficulty": [5, 5], "params": ADD},
+        {"name": "strings", "label": "strings", "difficulty": [3, 6], "ood_difficulty": [8, 8],
+         "params": {"ops": ["reverse"]}},
+    ],
+    "train_size": 20000, "test_size": 100, "ood_size": 10,
+}
+BASE = {"name": "base", "steps": 600, "batch_size": 64, "lr": 0.003, "warmup_steps": 20, "lr_schedule": "cosine",
+        "tasks": ["easy", "strings"], "demos": {"name": "noisy", "params": {"corrupt_prob": 0.5}},
+        "objectives": [{"name": "sft"}]}
+POLICY = {"name": "policy", "params": {"loss": "ppo_clip"}}
+
+
+def methods(steps: int, batch: int) -> dict[str, list[dict]]:
+    """Each method's stages after the base; all train on easy + hard."""
+    rl = {"steps": steps, "batch_size": batch, "lr": 0.0002, "tasks": ["easy", "hard"]}
+    sft = {"steps": steps, "batch_size": batch, "lr": 0.0005, "tasks": ["easy", "hard"]}
+    half = steps // 2
+    return {
+        "sft_only": [{**sft, "name": "train", "objectives": [{"name": "sft"}]}],
+        "rl_only": [{**rl, "name": "train", "objectives": [POLICY]}],
+        "reft": [{**sft, "name": "sft", "steps": half, "objectives": [{"name": "sft"}]},
+                 {**rl, "name": "train", "steps": steps - half, "objectives": [POLICY]}],
+        "relift": [{**rl, "name": "train", "demos": {"name": "relift", "params": {"size": batch}},
+                    "objectives": [POLICY, {"name": "sft"}]}],
+        "luffy": [{**rl, "name": "train", "rl": {"offpolicy_per_group": 1},
+                   "objectives": [{"name": "policy", "params": {"loss": "luffy"}}]}],
+        "prefix_rft": [{**rl, "name": "train",
+                        "rl": {"prefix_rows": 2, "prefix_ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}},
+                        "objectives": [POLICY, {"name": "prefix_sft"}]}],
+        "chord": [{**rl, "name": "train", "objectives": [
+            {**POLICY, "weight": {"name": "cosine", "params": {"start": 0.1, "end": 0.95}}},
+            {"name": "chord_sft", "weight": {"name": "cosine", "params": {"start": 0.9, "end": 0.05}}}]}],
+        "raft": [{**sft, "name": "train", "lr": 0.0003, "demos": {"name": "self_correct"}, "objectives": [{"name": "sft"}]}],
+    }
+
+
+def tree(name: str, stages: list[dict], out: Path, seed: int, init: str | None) -> dict:
+    t = {"seed": seed, "name": name, "out_dir": str(out), "progress": False, "model": {"size": "micro"},
+         "data": copy.deepcopy(DATA), "rollout": {"group_size": 8, "max_new_tokens": 48},
+         "stages": stages, "eval": {"splits": ["test"], "n_samples": 16, "ks": [1, 16]}}
+    if init:
+        t["model"]["init"] = init
+    return t
+
+
+def per_source(run_dir: Path, stage: str) -> dict[str, dict[str, float]]:
+    """pass@1 / pass@16 per task label from the per-problem eval records."""
+    by = defaultdict(list)
+    for line in (run_dir / "eval" / f"{stage}_test.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        label = "strings" if r["task"] == "strings" else ("hard" if r["difficulty"] >= 4 else "easy")
+        by[label].append(r)
+    out = {}
+    for label, rs in by.items():
+        n = len(rs[0]["samples"])
+        out[label] = {f"pass@{k}": statistics.mean(pass_at_k(n, r["n_correct"], k) for r in rs) for k in (1, 16)}
+    return out
+
+
+def run(name: str, stages: list[dict], out: Path, seed: int, init: str | None) -> Path:
+    cfg = validate(tree(name, stages, out, seed, init), name)
+    check_names(cfg)
+    return train(cfg).dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=None)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "hybrids")
+    args = ap.parse_args()
+    base_dir = args.out / "base"
+    if not (base_dir / "models" / "base").is_dir():
+        run("base", [BASE], args.out, 0, None)
+    base = per_source(base_dir, "base")
+    rows = []
+    for seed in args.seeds:
+        for name, stages in methods(args.steps, args.batch).items():
+            if args.methods and name not in args.methods:
+                continue
+            t0 = time.perf_counter()
+            d = run(f"{name}-s{seed}", stages, args.out, seed, str(base_dir / "models" / "base"))
+            rows.append({"method": name, "seed": seed, "wall_s": time.perf_counter() - t0,
+                         **{f"{src}/{k}": v for src, res in per_source(d, "train").items() for k, v in res.items()}})
+            print(json.dumps(rows[-1]), flush=True)
+    (args.out / "results.json").write_text(json.dumps({"base": base, "rows": rows}, indent=1))
+    write_doc(base, rows, args)
+
+
+def write_doc(base: dict, rows: list[dict], args) -> None:
+    cols = ["easy/pass@1", "easy/pass@16", "hard/pass@1", "hard/pass@16", "strings/pass@1"]
+    lines = ["| method | " + " | ".join(cols) + " | forgetting (strings pass@1 drop) | wall s |",
+             "|---" * (len(cols) + 3) + "|",
+             "| base (start) | " + " | ".join(f"{100 * base[c.split('/')[0]][c.split('/')[1]]:.1f}" for c in cols)
+             + " | - | - |"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+
+        def cell(c: str) -> str:
+            v = [100 * r[c] for r in rs]
+            return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+        drop = [100 * (base["strings"]["pass@1"] - r["strings/pass@1"]) for r in rs]
+        lines.append(f"| {m} | " + " | ".join(cell(c) for c in cols)
+                     + f" | {statistics.mean(drop):.1f} | {statistics.mean(r['wall_s'] for r in rs):.0f} |")
+    plot(rows)
+    cmd = "python experiments/hybrids.py --seeds " + " ".join(map(str, args.seeds))
+    (ROOT / "docs" / "hybrids_experiment.md").write_text(
+        f"# SFT, RL and hybrids at an equal budget\n\nCommand: `{cmd}` ({args.steps} steps x {args.batch} prompts, "
+        f"group size 8 for the RL methods; mean ± std over seeds; held-out test, 100 problems per source, "
+        f"16 samples at temperature 1).\n\n" + "\n".join(lines) + "\n\n![hard vs easy](img/hybrids.png)\n")
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        ax.scatter([100 * r["easy/pass@1"] for r in rs], [100 * r["hard/pass@1"] for r in rs], label=m, s=20)
+    ax.set_xlabel("easy pass@1 (%)")
+    ax.set_ylabel("hard pass@1 (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "img" / "hybrids.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()

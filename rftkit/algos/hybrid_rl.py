@@ -1,0 +1,193 @@
+"""Hybrid RL terms: mixed on/off-policy policy losses (LUFFY, RL-PLUS), the forced-prefix term
+of Prefix-RFT, and the teacher KL of KDRL.
+
+    PolicyLossFn(logp [N, T], old_logp [N, T], advantages [N, T], mask [N, T],
+                 offpolicy [N] | None, *, knobs) -> (per-token loss [N, T], metrics)
+    ObjectiveFn(inp: LossInputs, *, knobs) -> (scalar loss, metrics)
+
+`offpolicy` rows are demonstrations placed inside the on-policy group (LUFFY-style); the
+policy losses list it in `extra_inputs`, so the `policy` objective passes
+LossInputs.offpolicy. Their behaviour probability is unknown (behav_logp = 0): the off-policy
+branches never divide by it. Registered on import of `rftkit.algos.hybrid`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rftkit.algos.hybrid_sft import need
+from rftkit.algos.kl import KL_ESTIMATORS
+from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, _log_ratio, masked_mean, ratio_metrics
+from rftkit.algos.objectives import LossInputs, entropy_top_mask, objective
+
+
+def _split(offpolicy: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(off rows [N, 1] bool, on-policy token mask [N, T], off-policy token mask [N, T])."""
+    if offpolicy is None:
+        off = torch.zeros(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
+    else:
+        off = offpolicy.to(device=mask.device, dtype=torch.bool).reshape(-1, 1)
+    off_tok = off.to(mask.dtype) * mask
+    return off, mask - off_tok, off_tok
+
+
+def _on_policy(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, on_tok: Tensor,
+               clip_low: float, clip_high: float, clip: bool) -> tuple[Tensor, dict]:
+    """PPO clip surrogate (or unclipped -A rho), metrics over the on-policy tokens only."""
+    lr = _log_ratio(logp, old_logp, mask)
+    ratio = lr.exp()
+    unclipped = ratio * advantages
+    if not clip:
+        return -unclipped, ratio_metrics(lr, on_tok, torch.zeros_like(mask, dtype=torch.bool))
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    return -torch.minimum(unclipped, clipped), ratio_metrics(lr, on_tok, clipped < unclipped)
+
+
+def _off_metrics(metrics: dict, logp: Tensor, weight: Tensor, mask: Tensor, off_tok: Tensor) -> dict:
+    with torch.no_grad():
+        metrics["mix/off_token_frac"] = float(off_tok.sum() / mask.sum().clamp(min=1))
+        metrics["mix/off_prob_mean"] = float(masked_mean(logp.detach().exp(), off_tok))
+        metrics["mix/off_weight_mean"] = float(masked_mean(weight.detach(), off_tok))
+    return metrics
+
+
+@POLICY_LOSSES.register("luffy")
+def luffy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+               offpolicy: Tensor | None = None, *, gamma: float = 0.1, clip_low: float = 0.2,
+               clip_high: float = 0.2, on_clip: bool = True) -> tuple[Tensor, dict]:
+    """LUFFY mixed-policy loss: PPO clip on on-policy rows, policy shaping on off-policy rows.
+
+    Yan et al. 2025, "Learning to Reason under Off-Policy Guidance" (LUFFY, arXiv:2504.14945);
+    checked against `compute_token_on_off_policy_loss` in luffy/verl/verl/mix_src/
+    mix_core_alg.py (ElliottYan/LUFFY code, read from the TheRoadQaQ/LUFFY copy) with the
+    released exp_scripts/train.sh (`off_policy_reshape=p_div_p_0.1`, no `target_probs`):
+    off-policy tokens use the regularized IS weight f(pi_theta) = pi_theta / (pi_theta + gamma),
+    gamma = 0.1, with the behaviour policy's probability taken as 1 (pi_phi is never divided
+    by) and NO clipping: loss = -A f(pi_theta), gradient -A gamma pi / (pi + gamma)^2 grad log pi,
+    non-zero where a PPO ratio would be clipped. On-policy rows: `ppo_clip` (identical values).
+    The released script sets `loss_remove_clip=True` (on-policy rows unclipped: -A rho);
+    `on_clip=False` reproduces it. LUFFY's advantage is GRPO over the mixed group; the script
+    uses no std (`grpo_use_std=False`, i.e. `dr_grpo`) and `loss_remove_token_mean=True`
+    (`seq_mean_token_sum_norm`). Do not combine with `tis_cap` (behav_logp of demo rows is 0).
+    Shapes: [N, T] tensors, offpolicy [N] bool (None = all on-policy). Metrics: the ratio
+    metrics over on-policy tokens, mix/off_token_frac, mix/off_prob_mean, mix/off_weight_mean.
+    """
+    off, on_tok, off_tok = _split(offpolicy, mask)
+    on_loss, metrics = _on_policy(logp, old_logp, advantages, mask, on_tok, clip_low, clip_high, on_clip)
+    p = logp.exp()
+    shaped = p / (p + gamma)
+    loss = torch.where(off, -advantages * shaped, on_loss)
+    return loss, _off_metrics(metrics, logp, shaped, mask, off_tok)
+
+
+luffy_loss.extra_inputs = ("offpolicy",)
+
+
+@POLICY_LOSSES.register("rl_plus")
+def rl_plus_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+                 offpolicy: Tensor | None = None, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                 explore_exp: float = 0.5) -> tuple[Tensor, dict]:
+    """RL-PLUS: multiple importance sampling and an exploration-based advantage on off-policy rows.
+
+    Dong et al. 2025, "RL-PLUS: Countering Capability Boundary Collapse of LLMs in Reinforcement
+    Learning with Hybrid-policy Optimization" (arXiv:2508.00222); checked against the official
+    YihongDong/RL-PLUS rl_plus/verl/verl/recipe/rlplus_core_alg.py
+    (`compute_token_on_off_policy_loss`, off_policy_strategy="RL-PLUS"): off-policy tokens use
+    the MIS ratio r = 2 pi_theta / (pi_old + omega), omega = (pi_old + 1) / 2 (a mixture of the
+    old policy and an expert whose probability is taken as 1), and the exploration-based
+    advantage A (1 - sg(pi_theta))^0.5 (up-weights low-probability tokens of good external
+    paths); loss = -r A_explore, unclipped. pi_old = exp(old_logp): the loop's policy before
+    this update recomputed on the demonstration (like verl's recomputed old_log_prob), not the
+    unknown behaviour policy. On-policy rows: `ppo_clip`. The paper's advantage normalizes by
+    the on-policy samples' mean/std only (`compute_grpo_outcome_advantage_split`), which is an
+    advantage-estimator change not made here. Shapes: [N, T], offpolicy [N] bool. Metrics: as
+    `luffy` (mix/off_weight_mean = mean MIS ratio).
+    """
+    off, on_tok, off_tok = _split(offpolicy, mask)
+    on_loss, metrics = _on_policy(logp, old_logp, advantages, mask, on_tok, clip_low, clip_high, True)
+    p, p_old = logp.exp(), old_logp.exp()
+    ratio = 2.0 * p / (p_old + 0.5 * (p_old + 1.0))
+    explore = advantages * (1.0 - p.detach()).clamp(min=0.0) ** explore_exp
+    loss = torch.where(off, -ratio * explore, on_loss)
+    return loss, _off_metrics(metrics, logp, ratio, mask, off_tok)
+
+
+rl_plus_loss.extra_inputs = ("offpolicy",)
+
+
+def _row_advantage(advantages: Tensor, mask: Tensor) -> Tensor:
+    """Each row's advantage: the mean over its trained tokens (exact for sequence-level
+    estimators, which broadcast one value per row); 0 for rows with none. [N, 1]."""
+    return ((advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1.0))[:, None]
+
+
+@objective("prefix_sft", needs={"rollout"})
+def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entropy_top: float | None = 0.2,
+                         agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """Prefix-RFT term on the forced demonstration-prefix tokens (prefix_mask), which the
+    `policy` objective never sees (they are not in `mask`).
+
+    Huang et al. 2025, "Blending Supervised and Reinforcement Fine-Tuning with Prefix Sampling"
+    (Prefix-RFT, arXiv:2507.01679). Confirmed only from secondary summaries (kiadev.net,
+    themoonlight.io; catalog 001-003 #26 [O-page]; no official code): the hybrid trajectory
+    is rewarded as a whole, Dr. GRPO advantages over the mixed group, and "entropy-based
+    clipping" lets only the top 20 % highest-entropy prefix tokens receive gradient. The form of
+    the prefix-token loss is UNCONFIRMED: `weighting="advantage"` (default, catalog M11 [D]) is
+    -A_row pi / sg(pi) per prefix token (value -A, gradient -A grad log pi: advantage-weighted
+    likelihood, the row's advantage taken from its trained tokens because the loop zeroes
+    advantages off `mask`); `weighting="nll"` is the plain NLL -log pi. `entropy_top` keeps the
+    top fraction of prefix tokens by entropy (None = all; `objectives.entropy_top_mask`); the
+    normalizer stays all prefix tokens. With `agg: seq_mean_token_sum_norm` on both this and
+    `policy` their sum is exactly the Dr. GRPO loss over whole trajectories. Needs logp,
+    advantages, mask, entropy, prefix_mask [N, T]. Metrics: loss/prefix_sft,
+    mix/prefix_grad_frac (share of prefix tokens with gradient), mix/prefix_prob_mean.
+    """
+    need(inp, ("logp", "mask"), "prefix_sft")
+    if inp.prefix_mask is None or not bool(inp.prefix_mask.any()):
+        return inp.logp.sum() * 0.0, {"loss/prefix_sft": 0.0, "mix/prefix_grad_frac": 0.0}
+    pm = inp.prefix_mask.to(inp.logp.dtype)
+    if weighting == "advantage":
+        need(inp, ("advantages",), "prefix_sft")
+        per_token = -_row_advantage(inp.advantages, inp.mask) * torch.exp(inp.logp - inp.logp.detach())
+    elif weighting == "nll":
+        per_token = -inp.logp
+    else:
+        raise ValueError(f"prefix_sft weighting must be 'advantage' or 'nll', got {weighting!r}")
+    keep = pm
+    if entropy_top is not None:
+        need(inp, ("entropy",), "prefix_sft")
+        keep, _ = entropy_top_mask(inp.entropy, pm, entropy_top)
+    value = AGGREGATIONS.get(agg)(per_token * keep, pm)
+    return value, {"loss/prefix_sft": float(value.detach()),
+                   "mix/prefix_grad_frac": float(keep.sum() / pm.sum()),
+                   "mix/prefix_prob_mean": float(masked_mean(inp.logp.detach().exp(), pm))}
+
+
+@objective("teacher_kl", needs={"rollout", "teacher"})
+def teacher_kl_objective(inp: LossInputs, *, estimator: str = "k2", agg: str = "token_mean",
+                         only_incorrect: bool = False) -> tuple[Tensor, dict]:
+    """KDRL distillation term: reverse KL(pi_theta || pi_teacher) on the student's own samples.
+
+    Xu et al. 2025, "KDRL: Post-Training Reasoning LLMs via Unified Knowledge Distillation and
+    Reinforcement Learning" (arXiv:2506.02208): J = J_GRPO - beta KL(pi_theta || pi_T),
+    reverse KL estimated on student rollouts (direction confirmed by the abstract and by the
+    AReaL port, inclusionAI/AReaL docs/en/algorithms/distillation.md). Per token, with
+    KL_ESTIMATORS on (logp, teacher_logp); the weight is beta. Default `k2` =
+    (log pi - log pi_T)^2 / 2: as a loss its on-policy gradient is (log pi - log pi_T) grad
+    log pi, the per-token reverse-KL policy gradient (Liu et al. arXiv:2510.01555: k2-as-loss ==
+    k1-in-reward on-policy); `k3` is >= 0 but a biased RKL gradient; `k1` as a loss has zero
+    expected gradient. The catalog (#30, secondary page) says KDRL uses k2 with beta annealed
+    5e-3 -> 1e-3; the paper's own choice is UNCONFIRMED here. `only_incorrect` = the
+    reward-guided variant (KD only on rows with reward <= 0; form from secondary summaries,
+    unconfirmed). Needs logp, mask, teacher_logp [N, T] (+ rewards [N] for only_incorrect).
+    Metrics: loss/teacher_kl.
+    """
+    need(inp, ("logp", "mask", "teacher_logp"), "teacher_kl")
+    mask = inp.mask
+    if only_incorrect:
+        need(inp, ("rewards",), "teacher_kl")
+        mask = mask * (inp.rewards <= 0).to(mask.dtype)[:, None]
+    kl = KL_ESTIMATORS.get(estimator)(inp.logp, inp.teacher_logp)
+    value = AGGREGATIONS.get(agg)(kl, mask)
+    return value, {"loss/teacher_kl": float(value.detach())}

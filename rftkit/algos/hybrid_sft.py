@@ -1,0 +1,134 @@
+"""SFT-side objectives on demonstrations: DFT, ASFT (DFT + KL anchor), CHORD-phi.
+
+    ObjectiveFn(inp: LossInputs, *, knobs) -> (scalar loss, metrics dict of floats)
+
+They read the demonstration part of LossInputs: demo_logp [M, T] (current policy, with
+grad), demo_mask [M, T] (1 on trained demonstration tokens) and, for ASFT, demo_ref_logp
+[M, T] (the frozen reference on the same tokens, needs "ref_demos"). Notation: p = exp(demo_logp)
+is the policy's probability of the demonstration token, sg = stop-gradient. Registered on
+import of `rftkit.algos.hybrid`; formulas, sources and knobs are tabled in docs/hybrids_math.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from rftkit.algos.kl import KL_ESTIMATORS
+from rftkit.algos.losses import AGGREGATIONS, masked_mean
+from rftkit.algos.objectives import LossInputs, objective
+
+
+def need(inp: LossInputs, names: tuple[str, ...], who: str) -> None:
+    """Raise a clear error when a LossInputs field an objective reads is missing."""
+    missing = [n for n in names if getattr(inp, n) is None]
+    if missing:
+        raise ValueError(f"objective '{who}' needs LossInputs.{', LossInputs.'.join(missing)}")
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x < 0, numerically stable (Maechler 2012)."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def binary_kl(logp: Tensor, ref_logp: Tensor, eps: float = 1e-6) -> Tensor:
+    """KL(Bern(p_ref) || Bern(p)) over the two outcomes {demo token, any other token}; [M, T].
+
+    = p_ref log(p_ref / p) + (1 - p_ref) log((1 - p_ref) / (1 - p)), with p, p_ref the policy's
+    and the reference's probability of the demonstration token. By the chain rule of KL it is
+    a lower bound of the full next-token KL(p_ref || p_theta) (equal iff both distributions
+    agree conditioned on "not the demo token"), it is 0 iff p == p_ref, and its gradient with
+    respect to the demo token's logit is p - p_ref, exactly the full KL's. Log-probs are
+    clamped to <= -eps so that p = 1 stays finite (no gradient above 1 - 1e-6).
+    """
+    lp, lr = logp.clamp(max=-eps), ref_logp.clamp(max=-eps)
+    pr = lr.exp()
+    return pr * (lr - lp) + (1.0 - pr) * (_log1mexp(lr) - _log1mexp(lp))
+
+
+def _dft_tokens(inp: LossInputs) -> tuple[Tensor, Tensor]:
+    """Per-token DFT loss -sg(p) log p and the weight sg(p); both [M, T]."""
+    p = inp.demo_logp.detach().exp()
+    return -p * inp.demo_logp, p
+
+
+@objective("dft", needs={"demos"})
+def dft_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """Dynamic Fine-Tuning: per-token loss -sg(p) log p on the demonstration tokens.
+
+    Wu et al. 2025, "On the Generalization of SFT: A Reinforcement Learning Perspective with
+    Reward Rectification" (arXiv:2508.05629): the SFT loss rescaled by the (stop-gradient)
+    probability of each token, so its gradient is p x the NLL gradient per token. Checked
+    against the `dft` mode of zhuchichi56/ASFT `train_v2.py` (token CE x probs.detach(),
+    mean over valid tokens) and Trinity-RFT `sft_is` (modelscope/Trinity-RFT
+    trinity/algorithm/policy_loss_fn/chord_policy_loss.py). Shapes: demo_logp, demo_mask [M, T].
+    Metrics: loss/dft, mix/sft_token_weight_mean (mean sg(p) over trained tokens).
+    """
+    need(inp, ("demo_logp", "demo_mask"), "dft")
+    per_token, p = _dft_tokens(inp)
+    value = AGGREGATIONS.get(agg)(per_token, inp.demo_mask)
+    return value, {"loss/dft": float(value.detach()),
+                   "mix/sft_token_weight_mean": float(masked_mean(p, inp.demo_mask))}
+
+
+@objective("asft", needs={"demos", "ref_demos"})
+def asft_objective(inp: LossInputs, *, kl_weight: float = 0.1, anchor: str = "binary",
+                   agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """Anchored SFT: DFT plus kl_weight x a KL anchor to the frozen reference, per token.
+
+    Zhu et al. 2025, "Anchored Supervised Fine-Tuning" (arXiv:2509.23753); checked against the
+    official zhuchichi56/ASFT `train_v2.py` (mode "asft"): loss = CE x sg(p) + kl_weight x
+    KL(p_ref || p_theta) over the full next-token distribution (`F.kl_div(log_softmax(theta),
+    softmax(ref))`), averaged over valid tokens, kl_weight 0.1, reference = the frozen initial
+    model. LossInputs holds only the log-prob of the demonstration token, not the distribution,
+    so the anchor here is an APPROXIMATION: `anchor="binary"` (default) is `binary_kl`, the KL
+    between the two-outcome coarse-grainings {demo token, other}: a lower bound of the paper's
+    term with the same gradient on the demo token's logit (exact iff p_ref and p_theta agree on
+    the other tokens up to scale). `anchor` may also name a KL estimator (k1, k2, k3, ...) applied
+    to (demo_logp, demo_ref_logp) - a heuristic, since demo tokens are not samples of pi_theta.
+    The paper's exact term needs the full logits (a `demo_kl_ref [M, T]` or logits field).
+    Equals `dft` when the policy equals the reference. Needs demo_logp, demo_mask,
+    demo_ref_logp [M, T]. Metrics: loss/asft, mix/asft_anchor, mix/sft_token_weight_mean.
+    """
+    need(inp, ("demo_logp", "demo_mask", "demo_ref_logp"), "asft")
+    per_token, p = _dft_tokens(inp)
+    if anchor == "binary":
+        kl = binary_kl(inp.demo_logp, inp.demo_ref_logp)
+    else:
+        kl = KL_ESTIMATORS.get(anchor)(inp.demo_logp, inp.demo_ref_logp)
+    value = AGGREGATIONS.get(agg)(per_token + kl_weight * kl, inp.demo_mask)
+    return value, {"loss/asft": float(value.detach()),
+                   "mix/asft_anchor": float(masked_mean(kl.detach(), inp.demo_mask)),
+                   "mix/sft_token_weight_mean": float(masked_mean(p, inp.demo_mask))}
+
+
+@objective("chord_sft", needs={"demos"})
+def chord_sft_objective(inp: LossInputs, *, cutoff_prob: float = 1.0,
+                        agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """CHORD-phi SFT term: per-token loss -sg(phi(p)) log p with phi(p) = p (1 - p).
+
+    Zhang et al. 2025, "On-Policy RL Meets Off-Policy Experts: Harmonizing SFT and RL via
+    Dynamic Weighting" (CHORD, arXiv:2508.11408); checked against the official
+    modelscope/Trinity-RFT `chord_policy_loss.py` (`SFTPhiLossFn`: phi = p (1 - p) detached,
+    token-level masked mean; `cutoff_prob` < 1 clamps log p at log(cutoff_prob), so tokens
+    above the cutoff get no gradient). phi down-weights tokens the policy finds near-certain
+    or very unlikely. The global coefficient mu is NOT here: CHORD's loss is
+    (1 - mu) L_GRPO + mu L_SFT, so give this objective weight mu and `policy` weight 1 - mu.
+    CHORD-phi uses constant mu = 0.1 (weights 0.1 / 0.9). CHORD-mu's schedule (linear warm-up
+    to mu_peak over W steps, cosine to mu_valley over D steps; `hybrid_weights.chord_mu`) with
+    W = 0 and D = the stage length is exactly YAML `{name: cosine, params: {start: peak, end:
+    valley}}` here and `{start: 1 - peak, end: 1 - valley}` on `policy`; a warm-up or D shorter
+    than the stage needs a weight controller calling chord_mu. Shapes: demo_logp, demo_mask
+    [M, T]. Metrics: loss/chord_sft, mix/sft_token_weight_mean (mean phi).
+    """
+    need(inp, ("demo_logp", "demo_mask"), "chord_sft")
+    if not 0.0 < cutoff_prob <= 1.0:
+        raise ValueError(f"chord_sft cutoff_prob must be in (0, 1], got {cutoff_prob}")
+    p = inp.demo_logp.detach().exp()
+    phi = p * (1.0 - p)
+    logp = inp.demo_logp if cutoff_prob >= 1.0 else inp.demo_logp.clamp(max=math.log(cutoff_prob))
+    value = AGGREGATIONS.get(agg)(-phi * logp, inp.demo_mask)
+    return value, {"loss/chord_sft": float(value.detach()),
+                   "mix/sft_token_weight_mean": float(masked_mean(phi, inp.demo_mask))}
