@@ -134,16 +134,59 @@ def eval_cmd(
 
 
 @app.command()
-def report(run_dir: Path, debug: bool = typer.Option(False, help="Show tracebacks")) -> None:
-    """Rebuild a run's report from its directory."""
+def report(
+    run_dir: Path,
+    screenshot: Annotated[Optional[Path], typer.Option(help="Also save a PNG of report.html (needs Chromium)")] = None,
+    debug: bool = typer.Option(False, help="Show tracebacks"),
+) -> None:
+    """Rebuild a run's report (report.html, report.md) from its directory."""
     from rftkit.report.summary import summary_table, write_report
 
     try:
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml)")
         out.print(summary_table(run_dir))
-        out.print(f"report: {write_report(run_dir)}")
+        html = write_report(run_dir)
+        out.print(f"report: {html}")
+        if screenshot is not None:
+            from rftkit.report.browser import screenshot as shoot
+
+            out.print(f"screenshot: {shoot(html, screenshot)}")
     except RftkitError as e:
+        _fail(e, debug)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for compare.html / .md / .json")] = Path("compare"),
+    debug: bool = typer.Option(False, help="Show tracebacks"),
+) -> None:
+    """Compare runs: a results table, pass@k curves overlaid, learning curves vs steps and wall time."""
+    from rftkit.report.compare import compare_runs
+
+    try:
+        for r in runs:
+            if not (r / "config.yaml").is_file():
+                raise ConfigError(f"'{r}' is not a run directory (no config.yaml)")
+        out.print(f"comparison: {compare_runs(runs, out_dir)}")
+    except RftkitError as e:
+        _fail(e, debug)
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="Run dir (its last stage), models/<stage> or a checkpoint")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Hugging Face model")],
+    stage: Annotated[Optional[str], typer.Option(help="Stage to export from a run dir (default: the last)")] = None,
+    debug: bool = typer.Option(False, help="Show tracebacks"),
+) -> None:
+    """Write a standard Hugging Face model folder (LoRA merged; the built-in model as Llama)."""
+    try:
+        from rftkit.model.export import export_run
+
+        out.print(f"exported: {export_run(path, out_dir, stage=stage)}")
+    except (RftkitError, ImportError) as e:
         _fail(e, debug)
 
 

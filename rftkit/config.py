@@ -40,6 +40,16 @@ class ModelCfg(Strict):
     device: str = "cpu"
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (one per core)."""
+    path: str | None = None
+    """A local Hugging Face causal-LM folder (hub names need network); replaces size/max_seq_len."""
+    dtype: str = "auto"
+    """HF models: auto | float32 | bfloat16 | float16 | bf16-mixed."""
+    lora: dict[str, Any] | None = None
+    """HF models: PEFT LoraConfig fields ({r: 16, lora_alpha: 32}); null = full fine-tuning."""
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    system_prompt: str | None = None
+    chat_template: bool | Literal["auto"] = "auto"
 
 
 class TaskCfg(Strict):
@@ -167,6 +177,36 @@ class CheckpointCfg(Strict):
     keep: int = 2
 
 
+class RewardComponentCfg(Strict):
+    """One reward term: a verifier by name, a user function `file.py:fn`, a reward model
+    folder, or RLPR ({debias: true}); weighted, optionally a gate (score 0 unless it passes)."""
+
+    name: str
+    verifier: str | None = None
+    fn: str | None = None
+    model: str | None = None
+    rlpr: dict[str, Any] | None = None
+    weight: float = 1.0
+    gate: bool = False
+    batch_size: int = 0
+    isolation: Literal["auto", "inline", "thread", "process"] = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardCfg(Strict):
+    """Composite rewards run by `rftkit.rewards.RewardRunner` (worker pool, per-call timeout,
+    fallback score on error). Without this section each problem's own verifier runs inline."""
+
+    components: list[RewardComponentCfg] = Field(default_factory=lambda: [RewardComponentCfg(name="correct")])
+    primary: str | None = None
+    gate_penalty: float = 0.0
+    cosine: dict[str, Any] | None = None
+    overlong: dict[str, Any] | None = None
+    workers: int = 2
+    timeout: float = 10.0
+    fallback: float = 0.0
+
+
 class Config(Strict):
     seed: int = 0
     out_dir: str = "runs"
@@ -181,6 +221,7 @@ class Config(Strict):
     stages: list[StageCfg]
     eval: EvalCfg = Field(default_factory=EvalCfg)
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
+    reward: RewardCfg | None = None
     progress: bool = True
 
     @property

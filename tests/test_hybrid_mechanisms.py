@@ -81,7 +81,7 @@ class _Parts:
         self.sampling = SamplingParams(n=g, max_new_tokens=6, temperature=1.0)
         self.rl, self.batch_size = opts, 3
         self.sampler = UniformSampler(POOL, 0)
-        self.ref_model = self.teacher = self.critic = None
+        self.ref_model = self.teacher = self.critic = self.rewards = None
         self.advantage_fn = ADVANTAGES.get("grpo")
 
 

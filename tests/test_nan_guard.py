@@ -8,33 +8,34 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from rftkit.algos.objectives import OBJECTIVES, objective
+from rftkit.algos.objectives import OBJECTIVES
 from rftkit.config import validate
 from rftkit.errors import TrainingAborted
 from rftkit.train.loop import train
 
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
 
-if "test_nan_after" not in OBJECTIVES:
-
-    @objective("test_nan_after", needs={"demos"})
-    def nan_after(inp, *, clean_calls: int = 3):
-        """Test-only: the SFT loss for `clean_calls` calls, then NaN (a diverging objective)."""
-        nan_after.calls = getattr(nan_after, "calls", 0) + 1
-        loss = -(inp.demo_logp * inp.demo_mask).sum() / inp.demo_mask.sum()
-        if nan_after.calls > clean_calls:
-            loss = loss * float("nan")
-        return loss, {"loss/test": float(loss.detach())}
+def nan_after(inp, *, clean_calls: int = 3):
+    """Test-only: the SFT loss for `clean_calls` calls, then NaN (a diverging objective)."""
+    nan_after.calls += 1
+    loss = -(inp.demo_logp * inp.demo_mask).sum() / inp.demo_mask.sum()
+    if nan_after.calls > clean_calls:
+        loss = loss * float("nan")
+    return loss, {"loss/test": float(loss.detach())}
 
 
-def test_nan_steps_are_skipped_then_abort_with_the_checkpoint_intact(tmp_path):
+nan_after.needs = frozenset({"demos"})
+
+
+def test_nan_steps_are_skipped_then_abort_with_the_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES._items, "test_nan_after", nan_after)  # registered for this test only
     tree = yaml.safe_load(TINY.read_text())
     tree.update(out_dir=str(tmp_path), progress=False)
     tree["stages"] = [{"name": "sft", "steps": 20, "batch_size": 8,
                        "objectives": [{"name": "test_nan_after", "params": {"clean_calls": 3}}]}]
     tree["optim"] = {"lr": 0.01, "max_bad_steps": 2}
     tree["checkpoint"] = {"every": 3, "keep": 2}
-    OBJECTIVES.get("test_nan_after").calls = 0
+    nan_after.calls = 0
     with pytest.raises(TrainingAborted, match="non-finite steps in a row"):
         train(validate(tree, "nan-test"))
     run = tmp_path / "tiny"

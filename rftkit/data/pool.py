@@ -8,8 +8,9 @@ are dropped from the pool, so "held-out" means never trained on.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+import rftkit.data.datasets  # noqa: F401  (registers the dataset readers)
 from rftkit.errors import ConfigError
 from rftkit.registry import RegistryError
 from rftkit.tasks.base import TASKS
@@ -33,6 +34,8 @@ class Pools:
     train: list[Problem]
     test: list[Problem]
     ood: list[Problem]
+    notes: dict[str, float] = field(default_factory=dict)
+    """Counts to log once (data/<label>/skipped, data/<label>/duplicates)."""
 
     def split(self, name: str) -> list[Problem]:
         return {"train": self.train, "test": self.test, "ood": self.ood}[name]
@@ -72,6 +75,12 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
     for i, spec in enumerate(specs):
         where = f"data.tasks[{i}] ({spec.name})"
         task = make_task(spec, where)
+        if hasattr(task, "rows"):  # fixed rows (datasets): their own splits, read and validated now
+            train, test, oods = _fixed_rows(task, spec, test_size, ood_size, where, pools.notes)
+            pools.train += [replace(p, source=spec.label) for p in train]
+            pools.test += [replace(p, source=spec.label) for p in test]
+            pools.ood += [replace(p, source=spec.label) for p in oods]
+            continue
         lo_hi = spec.difficulty or task.default_difficulty
         ood = spec.ood_difficulty or task.default_ood
         rng = random.Random(f"{seed}/{i}/{spec.name}")
@@ -85,3 +94,25 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
         pools.test += [replace(p, source=spec.label) for p in test]
         pools.ood += [replace(p, source=spec.label) for p in oods]
     return pools
+
+
+def _fixed_rows(task, spec: TaskSpec, test_size: int, ood_size: int, where: str, notes: dict):
+    """All train rows (test prompts and repeats removed, counted), the first test/ood rows."""
+    from rftkit.tasks.dataset_task import DatasetError
+
+    try:
+        test, oods, rows = task.rows("test")[:test_size], task.rows("ood")[:ood_size], task.rows("train")
+    except DatasetError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    seen, train = {p.prompt for p in test}, []
+    for p in rows:
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            train.append(p)
+    report = task.report() if hasattr(task, "report") else {}
+    notes[f"data/{spec.label}/rows"] = float(len(train))
+    notes[f"data/{spec.label}/skipped"] = float(report.get("skipped_total", 0))
+    notes[f"data/{spec.label}/duplicates"] = float(len(rows) - len(train))
+    if not train:
+        raise ConfigError(f"{where}: the dataset has no training rows")
+    return train, test, oods

@@ -54,6 +54,10 @@ def write_model_files(model: GPT, tok: CharTokenizer, folder: Path) -> None:
 
 
 def save_model(model: GPT, tok: CharTokenizer, folder: Path) -> None:
+    if getattr(model, "is_hf", False):
+        from rftkit.model.export import save_hf_model  # local: export imports this module
+
+        return save_hf_model(model, tok, Path(folder))
     tmp = atomic_dir(folder)
     write_model_files(model, tok, tmp)
     commit_dir(tmp, folder)
@@ -61,6 +65,10 @@ def save_model(model: GPT, tok: CharTokenizer, folder: Path) -> None:
 
 def load_model(folder: Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
     folder = Path(folder)
+    from rftkit.model.export import is_hf_folder, load_hf_model  # local: export imports this module
+
+    if is_hf_folder(folder):
+        return load_hf_model(folder, device=device)
     meta_path = folder / "model.json"
     if not meta_path.is_file() or not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"'{folder}' holds no model (expected model.json and model.safetensors)")
@@ -75,6 +83,10 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
 
 def copy_weights(src: GPT) -> GPT:
     """A frozen copy (the reference policy for KL)."""
+    if getattr(src, "is_hf", False):
+        import copy
+
+        return copy.deepcopy(src).requires_grad_(False).eval()
     ref = GPT(src.cfg).to(next(src.parameters()).device)
     ref.load_state_dict(src.state_dict())
     ref.requires_grad_(False)

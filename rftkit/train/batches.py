@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.types import DemoBatch, Problem
 
 
@@ -28,7 +29,7 @@ def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch
     """
     toks, masks, kept = [], [], []
     for p, d in pairs:
-        prompt = [tok.bos_id] + tok.encode(p.prompt)
+        prompt = problem_prompt_ids(tok, p)
         completion = tok.encode(d) + [tok.eos_id]
         row = (prompt + completion)[:max_len]
         toks.append(row)

@@ -24,6 +24,7 @@ from rftkit.errors import ConfigError
 from rftkit.registry import RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
+import rftkit.rewards  # noqa: F401,E402  (registers math, numeric, unit_tests, ... verifiers)
 from rftkit.train.controllers import CONTROLLERS
 from rftkit.train.critic import Critic
 from rftkit.train.rollout_phase import RLOptions
@@ -111,7 +112,7 @@ def _bound_objective(o: ObjectiveCfg):
 
 
 def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.optim.Optimizer:
-    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
     if critic is not None:
         groups.append({"params": list(critic.parameters()), "lr_scale": stage.rl.critic_lr / lr})
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
@@ -139,7 +140,7 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     r = cfg.rollout
     return StepParts(
-        model=model, ref_model=None, critic=critic, teacher=None, tok=tok,
+        model=model, ref_model=None, critic=critic, teacher=None, rewards=None, tok=tok,
         generator=GENERATORS.bind(r.engine)(model, tok),
         optimizer=_optimizer(model, critic, lr, cfg, stage),
         sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),

@@ -50,11 +50,18 @@ def save_checkpoint(run_dir: Path, step: int, model, tok, optimizer, state: dict
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = atomic_dir(final)
-    write_model_files(model, tok, tmp)
+    if getattr(model, "is_hf", False):  # trainable weights only, on top of models/init
+        from rftkit.model.export import write_hf_checkpoint
+
+        write_hf_checkpoint(model, tmp, Path(run_dir) / "models" / "init")
+    else:
+        write_model_files(model, tok, tmp)
     tensors, groups = _optim_tensors(optimizer)
     tensors["rng/torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optim.safetensors"))
     for name, module in (extra or {}).items():
+        if not module.state_dict():  # a weight-less view (LoRA reference): nothing to save
+            continue
         save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
                   str(tmp / f"{name}.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optim_groups": groups}, indent=1))
@@ -83,12 +90,19 @@ def latest_checkpoint(run_dir: Path) -> Path:
 def load_checkpoint(path: Path, model, optimizer=None, extra: dict | None = None) -> dict:
     """Load weights (optimizer state and extra modules, if given) from `path`; return state.json."""
     state = json.loads((path / "state.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    if getattr(model, "is_hf", False):
+        from rftkit.model.export import load_checkpoint_tensors
+
+        load_checkpoint_tensors(model, load_file(str(path / "model.safetensors")))
+    else:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
     tensors = load_file(str(path / "optim.safetensors"))
     torch.set_rng_state(tensors.pop("rng/torch"))
     if optimizer is not None:
         optimizer.load_state_dict(_optim_from(tensors, state["optim_groups"]))
     for name, module in (extra or {}).items():
+        if not module.state_dict():
+            continue
         f = path / f"{name}.safetensors"
         if not f.is_file():
             raise CheckpointError(f"checkpoint '{path}' has no {f.name}, but this stage needs a {name}")

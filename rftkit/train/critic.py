@@ -16,8 +16,13 @@ from rftkit.model.gpt import GPT
 class Critic(nn.Module):
     def __init__(self, policy: GPT) -> None:
         super().__init__()
-        self.trunk = GPT(policy.cfg).to(next(policy.parameters()).device)
-        self.trunk.load_state_dict(policy.state_dict())
+        if getattr(policy, "is_hf", False):  # a trainable copy of the HF policy (with LoRA: base + adapters)
+            import copy
+
+            self.trunk = copy.deepcopy(policy)
+        else:
+            self.trunk = GPT(policy.cfg).to(next(policy.parameters()).device)
+            self.trunk.load_state_dict(policy.state_dict())
         self.head = nn.Linear(policy.cfg.d_model, 1).to(next(policy.parameters()).device)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

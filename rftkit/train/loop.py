@@ -32,6 +32,7 @@ from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import resolve_model_dir, stage_parts, task_specs
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.step import StepParts, run_step
+from rftkit.train.rewards_build import build_reward_runner
 from rftkit.train.update import UpdateState
 
 
@@ -60,6 +61,7 @@ class Run:
     log: JsonlLogger
     state: RunState
     t0: float
+    rewards: object | None = None
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -73,7 +75,9 @@ def start_run(cfg: Config, resume: bool) -> Run:
         torch.set_num_threads(cfg.model.threads)
     run_dir = cfg.run_dir
     pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
-    if cfg.model.init:
+    if cfg.model.path:
+        model, tok = _load_hf(cfg)
+    elif cfg.model.init:
         model, tok = load_model(resolve_model_dir(cfg.model.init), cfg.model.device)
     else:
         tok = CharTokenizer()
@@ -89,22 +93,47 @@ def start_run(cfg: Config, resume: bool) -> Run:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         save_model(model, tok, run_dir / "models" / "init")
         log = JsonlLogger(run_dir / "metrics.jsonl", keep_lines=0)
+    if pools.notes and not resume:
+        log.log({"step": 0, "stage": "data", **pools.notes})
     return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed)
+
+
+def _load_hf(cfg: Config):
+    from rftkit.model.hf import load_hf_policy
+    from rftkit.model.hf_tokenizer import load_hf_tokenizer
+
+    m = cfg.model
+    try:
+        model = load_hf_policy(m.path, dtype=m.dtype, device=m.device, lora=m.lora,
+                               gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code)
+        tok = load_hf_tokenizer(m.path, system_prompt=m.system_prompt, chat_template=m.chat_template,
+                                trust_remote_code=m.trust_remote_code)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise ConfigError(f"model.path: {e}") from None
+    return model, tok
 
 
 def train(cfg: Config, resume: bool = False) -> Run:
     run = start_run(cfg, resume)
     try:
+        if cfg.reward is not None:
+            run.rewards = build_reward_runner(cfg.reward, run.model, run.tok, run.dir)
         while run.state.stage_idx < len(cfg.stages):
             train_stage(run)
     finally:
         run.log.close()
+        if run.rewards is not None:
+            run.rewards.close()
     return run
 
 
 def _ref_model(run: Run, idx: int, parts_needs_ref: bool):
     if not parts_needs_ref:
         return None
+    if getattr(run.model, "has_adapters", False):  # LoRA: the base with adapters off, no copy
+        from rftkit.model.hf import BaseModelView
+
+        return BaseModelView(run.model)
     prev = "init" if idx == 0 else run.cfg.stages[idx - 1].name
     ref, _ = load_model(run.dir / "models" / prev, run.cfg.model.device)
     return copy_weights(ref)
@@ -129,6 +158,7 @@ def train_stage(run: Run) -> None:
     parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
     parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos"} & parts.needs))
     parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
+    parts.rewards = run.rewards
     update = UpdateState(**st.update)
     if st.stage_step == 0:
         update.kl_coef = stage.rl.kl_reward_coef

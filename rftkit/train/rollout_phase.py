@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.algos.advantages import gae_returns
 from rftkit.algos.shaping import dapo_overlong_penalty, kl_in_reward
 from rftkit.data.samplers import PromptStats
@@ -82,7 +83,7 @@ def demo_prefix(demo: str, ratio: float) -> str:
 def _generate(parts, specs: list[tuple[Problem, str, bool]], seed: int) -> list[Row]:
     """Sample one completion per (problem, forced prefix, prefix-is-hint) spec."""
     tok = parts.tok
-    prompts = [[tok.bos_id] + tok.encode(p.prompt) + tok.encode(pre) for p, pre, _ in specs]
+    prompts = [problem_prompt_ids(tok, p) + tok.encode(pre) for p, pre, _ in specs]
     gen = parts.generator.generate(prompts, SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed}))
     rows = []
     for i, (p, pre, hint) in enumerate(specs):
@@ -100,23 +101,44 @@ def _generate(parts, specs: list[tuple[Problem, str, bool]], seed: int) -> list[
 
 def _demo_row(parts, p: Problem) -> Row:
     """A demonstration as a member of the group (LUFFY): behaviour log-probs unknown (0)."""
-    prompt = [parts.tok.bos_id] + parts.tok.encode(p.prompt)
+    prompt = problem_prompt_ids(parts.tok, p)
     comp = parts.tok.encode(p.demo) + [parts.tok.eos_id]
     n = len(prompt) + len(comp)
     return Row(p, prompt + comp, [0.0] * n, [0.0] * len(prompt) + [1.0] * len(comp), [0.0] * n,
                p.demo, False, offpolicy=True)
 
 
-def _score(parts, rows: list[Row]) -> None:
-    for r in rows:
-        r.verdict = verify(r.problem, r.text)
-        r.reward = r.verdict.score
-        if parts.rl.overlong_cache > 0 and not r.offpolicy:
-            length = torch.tensor([sum(r.mask)])
-            r.reward += float(dapo_overlong_penalty(length, parts.sampling.max_new_tokens, parts.rl.overlong_cache)[0])
+def _score(parts, rows: list[Row]) -> dict[str, float]:
+    """Verdict and reward of every row: the reward runner when configured, else each problem's
+    verifier inline (an exception scores 0 and is counted); then DAPO overlong shaping."""
+    metrics: dict[str, float] = {}
+    if parts.rewards is None:
+        errors = 0
+        for r in rows:
+            try:
+                r.verdict = verify(r.problem, r.text)
+            except Exception as e:  # a user verifier's bug must not stop training
+                r.verdict, errors = Verdict(0.0, None, f"verifier error: {type(e).__name__}: {e}"), errors + 1
+            r.reward = r.verdict.score
+        metrics["reward/errors"] = float(errors)
+    else:
+        verdicts, metrics = parts.rewards.score([r.problem for r in rows], [r.text for r in rows],
+                                                [int(sum(r.mask)) for r in rows])
+        for r, v in zip(rows, verdicts):
+            r.verdict, r.reward = v, v.reward
+    if parts.rl.overlong_cache > 0:
+        for r in (r for r in rows if not r.offpolicy):
+            pen = dapo_overlong_penalty(torch.tensor([sum(r.mask)]), parts.sampling.max_new_tokens, parts.rl.overlong_cache)
+            r.reward += float(pen[0])
+    return metrics
 
 
-def sample_round(parts, indices: list[int], seed: int, progress: float) -> list[Group]:
+def _add_reward_metrics(acc: dict, new: dict) -> None:
+    for k, v in new.items():
+        acc[k] = acc.get(k, 0.0) + v if k in ("reward/errors", "reward/timeouts") else v
+
+
+def sample_round(parts, indices: list[int], seed: int, progress: float) -> tuple[list[Group], dict]:
     """G rows per prompt: on-policy samples (some from a prefix) and demonstrations."""
     g, opts = parts.sampling.n, parts.rl
     ratio = opts.prefix_ratio(progress) if callable(opts.prefix_ratio) else float(opts.prefix_ratio)
@@ -132,14 +154,13 @@ def sample_round(parts, indices: list[int], seed: int, progress: float) -> list[
     for idx, n_on, k_off in layout:
         grp = Group(idx, [next(rows) for _ in range(n_on)])
         grp.rows += [_demo_row(parts, parts.pool[idx]) for _ in range(k_off)]
-        _score(parts, grp.rows)
         groups.append(grp)
-    return groups
+    return groups, _score(parts, [r for gr in groups for r in gr.rows])
 
 
 def apply_hints(parts, groups: list[Group], seed: int) -> dict[str, float]:
     """GHPO: re-sample groups that all failed with a growing share of the solution as a hint."""
-    hinted = 0
+    hinted, metrics = 0, {}
     for level, ratio in enumerate(parts.rl.hint_levels):
         failing = [gr for gr in groups if parts.pool[gr.index].demo is not None
                    and not any(r.verdict.correct for r in gr.rows)]
@@ -149,11 +170,13 @@ def apply_hints(parts, groups: list[Group], seed: int) -> dict[str, float]:
         specs = [(parts.pool[gr.index], demo_prefix(parts.pool[gr.index].demo, ratio), True)
                  for gr in failing for _ in range(g)]
         rows = _generate(parts, specs, seed + 101 * (level + 1))
-        _score(parts, rows)
+        _add_reward_metrics(metrics, _score(parts, rows))
         for i, gr in enumerate(failing):
             gr.rows = rows[i * g : (i + 1) * g]
         hinted += len(failing) if level == 0 else 0
-    return {"mix/hinted_fraction": hinted / max(1, len(groups))} if parts.rl.hint_levels else {}
+    if parts.rl.hint_levels:
+        metrics["mix/hinted_fraction"] = hinted / max(1, len(groups))
+    return metrics
 
 
 def _has_variance(gr: Group) -> bool:
@@ -164,8 +187,8 @@ def _has_variance(gr: Group) -> bool:
 def sample_groups(parts, indices: list[int], seed: int, progress: float) -> tuple[list[Group], list[Group], dict]:
     """Rounds of sampling under the zero-variance policy; returns (kept groups, all sampled)."""
     opts = parts.rl
-    first = sample_round(parts, indices, seed, progress)
-    metrics = apply_hints(parts, first, seed)
+    first, metrics = sample_round(parts, indices, seed, progress)
+    _add_reward_metrics(metrics, apply_hints(parts, first, seed))
     sampled = list(first)
     if opts.zero_variance == "keep":
         return first, sampled, metrics
@@ -173,8 +196,9 @@ def sample_groups(parts, indices: list[int], seed: int, progress: float) -> tupl
     metrics["adv/zero_std_frac_sampled"] = 1 - len(kept) / max(1, len(first))
     rounds = 1
     while opts.zero_variance == "refill" and len(kept) < parts.batch_size and rounds <= opts.max_refill_rounds:
-        more = sample_round(parts, parts.sampler.next(parts.batch_size), seed + 7919 * rounds, progress)
-        metrics.update(apply_hints(parts, more, seed + 7919 * rounds))
+        more, m = sample_round(parts, parts.sampler.next(parts.batch_size), seed + 7919 * rounds, progress)
+        _add_reward_metrics(metrics, m)
+        _add_reward_metrics(metrics, apply_hints(parts, more, seed + 7919 * rounds))
         sampled += more
         kept += [gr for gr in more if _has_variance(gr)]
         rounds += 1
@@ -202,11 +226,15 @@ def _merge(groups: list[Group], pad_id: int) -> dict:
 def _greedy_rewards(parts, problems: list[Problem], group_ids: Tensor, seed: int) -> Tensor:
     """ReMax baseline: the reward of each prompt's greedy completion, repeated per row."""
     firsts = [problems[i] for i in range(len(problems)) if i == 0 or group_ids[i] != group_ids[i - 1]]
-    prompts = [[parts.tok.bos_id] + parts.tok.encode(p.prompt) for p in firsts]
+    prompts = [problem_prompt_ids(parts.tok, p) for p in firsts]
     params = SamplingParams(n=1, max_new_tokens=parts.sampling.max_new_tokens, temperature=0.0,
                             stop=parts.sampling.stop, seed=seed)
     gen = parts.generator.generate(prompts, params)
-    r = torch.tensor([verify(p, t).score for p, t in zip(firsts, gen.texts)], dtype=torch.float32)
+    if parts.rewards is not None:
+        verdicts = parts.rewards.score(firsts, gen.texts, [int(m.sum()) for m in gen.mask])[0]
+        r = torch.tensor([v.reward for v in verdicts], dtype=torch.float32)
+    else:
+        r = torch.tensor([verify(p, t).score for p, t in zip(firsts, gen.texts)], dtype=torch.float32)
     return r[group_ids]
 
 

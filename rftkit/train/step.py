@@ -55,6 +55,7 @@ class StepParts:
     advantage_fn: Callable
     demo_provider: DemoProvider
     controller: WeightController | None
+    rewards: object | None  # rftkit.rewards.RewardRunner, or None: each problem's verifier inline
     sampling: SamplingParams
     rl: RLOptions
     batch_size: int

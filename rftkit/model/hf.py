@@ -1,0 +1,363 @@
+"""Hugging Face causal LMs behind the protocol of the built-in GPT, LoRA, and a `generate` engine.
+
+`HFPolicy` wraps any local `AutoModelForCausalLM` so that the KV-cache engine, the trainer
+and a critic use it exactly like `rftkit.model.gpt.GPT`:
+
+    forward(ids [B, T], positions [B, T] | None, key_mask [B, S] bool | None, cache | None)
+        -> logits [B, T, V]
+    hidden(...) -> last (normalized) hidden states [B, T, D]
+    new_cache(batch, max_len) -> HFCache (a transformers DynamicCache, `.length`, `select`)
+    cfg.max_seq_len (max_position_embeddings), cfg.d_model (hidden_size)
+
+positions become HF `position_ids`, key_mask becomes the 2-D `attention_mask` (cut to the
+keys seen so far, as `generate` builds it), so left-padded decoding in our engine runs the
+same computation as `model.generate` (tested token for token at temperature 0).
+
+LoRA goes through PEFT: only adapter weights train, and `disabled_adapters(policy)` (or the
+`BaseModelView` module) gives the base model's outputs for the reference policy without a
+second copy in memory. `transformers`/`peft` are imported lazily: rftkit runs without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from rftkit.types import Generation
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
+
+
+def require(module: str):
+    """Import an optional dependency, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"rftkit's Hugging Face support needs '{module}': pip install 'rftkit[hf]' ({e})") from None
+
+
+@dataclass(frozen=True)
+class HFModelInfo:
+    """The part of GPTConfig the engine, the trainer and a critic read."""
+
+    max_seq_len: int
+    d_model: int
+    vocab_size: int
+    n_layer: int
+    model_type: str
+
+
+class HFCache:
+    """A transformers `DynamicCache` plus the number of positions it holds (`length`)."""
+
+    def __init__(self, cache, max_len: int) -> None:
+        self.cache = cache
+        self.max_len = max_len
+        self.length = 0
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only the given batch rows."""
+        self.cache.batch_select_indices(rows)
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+class HFPolicy(nn.Module):
+    """An `AutoModelForCausalLM` (possibly a PEFT model) with the built-in GPT's interface.
+
+    source: the folder it was loaded from (saved with run models; a LoRA run's models hold
+    only the adapter and name this base). lora: the LoRA settings, or None (full fine-tuning).
+    """
+
+    is_hf = True
+    autocast_dtype: torch.dtype | None = None
+
+    def __init__(self, model: nn.Module, *, source: str | None = None, lora: dict | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.source = source
+        self.lora = lora
+        c = _text_config(model.config)
+        self.cfg = HFModelInfo(max_seq_len=int(getattr(c, "max_position_embeddings", None) or 1 << 20),
+                               d_model=int(c.hidden_size), vocab_size=int(c.vocab_size),
+                               n_layer=int(getattr(c, "num_hidden_layers", 0)), model_type=str(c.model_type))
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The transformers model (LoRA layers injected in place when adapters are on)."""
+        return self.model.get_base_model() if self.has_adapters else self.model
+
+    @property
+    def has_adapters(self) -> bool:
+        return hasattr(self.model, "disable_adapter") and hasattr(self.model, "get_base_model")
+
+    def new_cache(self, batch: int, max_len: int) -> HFCache:
+        cache_cls = require("transformers").DynamicCache
+        return HFCache(cache_cls(), min(max_len, self.cfg.max_seq_len))
+
+    def forward(self, ids: Tensor, positions: Tensor | None = None, key_mask: Tensor | None = None,
+                cache: HFCache | None = None) -> Tensor:
+        """ids [B, T] -> logits [B, T, V]. Without positions/key_mask/cache: causal, pos 0..T-1."""
+        return self._run(ids, positions, key_mask, cache, want_hidden=False)
+
+    def hidden(self, ids: Tensor, positions: Tensor | None = None, key_mask: Tensor | None = None,
+               cache: HFCache | None = None) -> Tensor:
+        """ids [B, T] -> final normalized hidden states [B, T, D] (what the LM head reads)."""
+        return self._run(ids, positions, key_mask, cache, want_hidden=True)
+
+    def _run(self, ids, positions, key_mask, cache, want_hidden: bool) -> Tensor:
+        start = cache.length if cache is not None else 0
+        t = ids.shape[1]
+        if start + t > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        kw = {"input_ids": ids, "position_ids": positions, "use_cache": cache is not None,
+              "attention_mask": key_mask[:, : start + t].long() if key_mask is not None else None}
+        if cache is not None:
+            kw["past_key_values"] = cache.cache
+        with autocast(self):
+            if want_hidden:
+                out = self.hf_model.get_decoder()(**kw).last_hidden_state
+            else:
+                out = self.model(**kw).logits
+        if cache is not None:
+            cache.length += t
+        return out
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+class BaseModelView(nn.Module):
+    """The policy with its LoRA adapters disabled, as a module: the reference policy for KL.
+
+    It holds no weights of its own (empty state_dict), so it costs no memory and a
+    checkpoint of it is empty; every call runs the policy under `disabled_adapters`.
+    """
+
+    def __init__(self, policy: HFPolicy) -> None:
+        super().__init__()
+        if not policy.has_adapters:
+            raise ValueError("BaseModelView needs a policy with LoRA adapters; without them the reference "
+                             "policy is a frozen copy")
+        object.__setattr__(self, "policy", policy)  # not a submodule: no parameters, no state
+        self.cfg = policy.cfg
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        with torch.no_grad(), disabled_adapters(self.policy):
+            return self.policy(*args, **kwargs)
+
+    def hidden(self, *args, **kwargs) -> Tensor:
+        with torch.no_grad(), disabled_adapters(self.policy):
+            return self.policy.hidden(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def disabled_adapters(policy: HFPolicy):
+    """Run the base model: inside, the policy's LoRA adapters are switched off."""
+    if not policy.has_adapters:
+        raise ValueError("disabled_adapters: the policy has no LoRA adapters (model.lora is not set)")
+    with policy.model.disable_adapter():
+        yield policy
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """Weight dtype. 'auto': bfloat16 on a GPU that supports it, else float32 (CPU bf16 is slow);
+    'bf16-mixed': float32 weights (the forward runs under bf16 autocast, see HFPolicy)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "bf16-mixed":
+        return torch.float32
+    if dtype == "auto":
+        cuda_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype '{dtype}' is not one of auto, bf16-mixed, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _dtype_kwarg(tf, dtype: torch.dtype) -> dict:
+    major, minor = (int(x) for x in tf.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _check_local(path: str) -> None:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"model.path '{path}' is not a Hugging Face model folder (no config.json)")
+    elif path.startswith(("/", ".", "~")) or p.exists():
+        raise FileNotFoundError(f"model.path '{path}' does not exist")
+
+
+def load_hf_policy(path: str | Path, *, dtype: str = "auto", device: str = "auto", lora: dict | None = None,
+                   gradient_checkpointing: bool = False, trust_remote_code: bool = False,
+                   adapter: str | Path | None = None) -> HFPolicy:
+    """Load a local causal LM folder (or, with network, a hub name) as an `HFPolicy`.
+
+    dtype: "auto" (bfloat16 weights on a bf16 GPU, else float32), "float32", "bfloat16",
+    "float16", or "bf16-mixed" (float32 weights, every forward under bf16 autocast, on CPU
+    or GPU). device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+
+    lora: PEFT LoraConfig fields (defaults r=16, alpha=32, dropout 0, all linear layers) to
+    add fresh trainable adapters; adapter: a folder of saved adapters to load (trainable).
+    With adapters only their weights require grad.
+    """
+    tf = require("transformers")
+    path = str(path)
+    _check_local(path)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    model = tf.AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                    **_dtype_kwarg(tf, torch_dtype))
+    model.to(device)
+    if gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if adapter is not None:
+        peft = require("peft")
+        model = peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        lora = lora or {"loaded_from": str(adapter)}
+    elif lora is not None:
+        peft = require("peft")
+        conf = peft.LoraConfig(task_type="CAUSAL_LM", **{**LORA_DEFAULTS, **lora})
+        model = peft.get_peft_model(model, conf)
+    model.train()
+    policy = HFPolicy(model, source=str(Path(path).resolve()) if Path(path).is_dir() else path, lora=lora)
+    policy.autocast_dtype = torch.bfloat16 if dtype == "bf16-mixed" else None
+    return policy
+
+
+def autocast(policy: HFPolicy):
+    """The policy's autocast context ('bf16-mixed': bf16 on its device, CPU or GPU), else a no-op."""
+    if getattr(policy, "autocast_dtype", None) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=next(policy.parameters()).device.type, dtype=policy.autocast_dtype)
+
+
+def _stop_criteria(tf, tok, stop: tuple[str, ...], plen: int):
+    class StopStrings(tf.StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = [tok.decode(r) for r in input_ids[:, plen:].tolist()]
+            return torch.tensor([any(t.endswith(s) for s in stop) for t in texts], device=input_ids.device)
+
+    return tf.StoppingCriteriaList([StopStrings()])
+
+
+class HFGenerateEngine:
+    """The fallback Generator: `model.generate`, same output layout as the KV engine.
+
+    Registered as GENERATORS "hf_generate" by `rftkit/rollout/__init__.py` (model/ is a leaf
+    package and may not import rollout/, tests/test_codebase.py).
+
+    logp is the log-probability of each sampled token under the temperature-scaled,
+    unfiltered distribution (temperature 0 reports temperature 1), as the KV engine's. The
+    model's own generation_config (e.g. an instruct model's top_p, repetition penalty) is
+    replaced during the call by the given SamplingParams alone.
+    """
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 256) -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.max_batch = max_batch
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params) -> Generation:
+        rows = [p for p in prompts for _ in range(params.n)]
+        hf = self.model.hf_model if isinstance(self.model, HFPolicy) else self.model
+        device = next(hf.parameters()).device
+        was_training = hf.training
+        hf.eval()
+        devices = [device] if device.type == "cuda" else []
+        try:
+            amp = autocast(self.model) if isinstance(self.model, HFPolicy) else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=devices), amp:  # the trainer's RNG stream stays untouched
+                torch.manual_seed(params.seed)
+                parts = [self._chunk(hf, rows[i : i + self.max_batch], params, device)
+                         for i in range(0, len(rows), self.max_batch)]
+        finally:
+            hf.train(was_training)
+        return right_pad(parts, self.tok)
+
+    def _chunk(self, hf, rows: list[list[int]], params, device):
+        tf = require("transformers")
+        b, plen = len(rows), max(len(r) for r in rows)
+        ids = torch.full((b, plen), self.tok.pad_id, dtype=torch.long, device=device)
+        attn = torch.zeros((b, plen), dtype=torch.long, device=device)
+        for i, r in enumerate(rows):
+            ids[i, plen - len(r):] = torch.tensor(r, device=device)
+            attn[i, plen - len(r):] = 1
+        greedy = params.temperature <= 0
+        sampling = {} if greedy else {"temperature": params.temperature, "top_k": params.top_k,
+                                      "top_p": params.top_p}
+        saved = hf.generation_config
+        hf.generation_config = tf.GenerationConfig(pad_token_id=self.tok.pad_id, eos_token_id=self.tok.eos_id)
+        try:
+            out = hf.generate(input_ids=ids, attention_mask=attn, do_sample=not greedy,
+                              max_new_tokens=params.max_new_tokens, return_dict_in_generate=True,
+                              output_logits=True, stopping_criteria=_stop_criteria(tf, self.tok, params.stop, plen)
+                              if params.stop else None, **sampling)
+        finally:
+            hf.generation_config = saved
+        new = out.sequences[:, plen:]
+        scale = 1.0 if greedy else params.temperature
+        lp = (torch.stack(out.logits, 1).float() / scale).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
+        lengths, done = self._finish(new, params.stop)
+        return rows, new, lp, done, lengths
+
+    def _finish(self, new: Tensor, stop: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+        """Per row: tokens up to and including eos or the first stop-string hit; finished?"""
+        lengths, done = [], []
+        for r in new.tolist():
+            n, hit = len(r), False
+            for t, tok in enumerate(r):
+                if tok == self.tok.eos_id or (stop and any(self.tok.decode(r[: t + 1]).endswith(s) for s in stop)):
+                    n, hit = t + 1, True
+                    break
+            lengths.append(n)
+            done.append(hit)
+        return torch.tensor(lengths), torch.tensor(done)
+
+
+def right_pad(parts, tok) -> Generation:
+    """Chunks (rows, new tokens [B, n], logp [B, n], done [B], lengths [B]) -> right-padded Generation."""
+    seqs, lps, masks, plens, trunc, texts = [], [], [], [], [], []
+    for rows, toks, lp, done, lengths in parts:
+        for r, tk, l, d, n in zip(rows, toks.tolist(), lp.cpu(), done.tolist(), lengths.tolist()):
+            seqs.append(r + tk[:n])
+            lps.append([0.0] * len(r) + l[:n].tolist())
+            masks.append([0.0] * len(r) + [1.0] * n)
+            plens.append(len(r))
+            trunc.append(not d)
+            texts.append(tok.decode([i for i in tk[:n] if i != tok.eos_id]))
+    t = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), t), tok.pad_id, dtype=torch.long)
+    logp, mask = torch.zeros((len(seqs), t)), torch.zeros((len(seqs), t))
+    for i, (s, l, m) in enumerate(zip(seqs, lps, masks)):
+        tokens[i, : len(s)] = torch.tensor(s)
+        logp[i, : len(s)] = torch.tensor(l)
+        mask[i, : len(s)] = torch.tensor(m)
+    return Generation(tokens=tokens, logp=logp, mask=mask, prompt_lens=torch.tensor(plens),
+                      truncated=torch.tensor(trunc), texts=texts)
+
+
+__all__ = ["HFPolicy", "HFCache", "BaseModelView", "HFGenerateEngine", "load_hf_policy", "disabled_adapters",
+           "resolve_dtype", "resolve_device", "autocast", "right_pad"]

@@ -1,0 +1,247 @@
+"""RewardRunner: scores a batch with a RewardSpec; no reward call can stop or hang the caller.
+
+    runner = RewardRunner(spec, workers=2, timeout=10.0, fallback=0.0)
+    verdicts, metrics = runner.score(problems, completions, lengths)   # RewardVerdict per sample
+    scores, components, counts = score_batch(problems, completions, spec, lengths=lengths)
+
+Per component and sample the call runs where its isolation says (spec.py): inline calls cost
+a function call (the built-in rule verifiers); "process" calls go to a WorkerPool with a hard
+per-call timeout; "thread" calls (the code sandbox, which enforces its own limits) run on a
+thread pool. A call that raises, times out, returns a non-finite score or the wrong number of
+scores gets `fallback`, is counted in reward/errors or reward/timeouts, and is kept as a
+RewardFailure with its prompt and completion (`runner.last_failures`, and a logging warning).
+
+Metrics: reward/<component>/mean for every component (plus reward/cosine/mean and
+reward/overlong/mean when set), reward/errors, reward/timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from rftkit.rewards.combine import combine
+from rftkit.rewards.pool import WorkerPool
+from rftkit.rewards.spec import Component, RewardFailure, RewardSpec, RewardVerdict, isolation_of
+from rftkit.tasks.base import VERIFIERS
+from rftkit.types import Problem, Verdict
+
+log = logging.getLogger("rftkit.rewards")
+
+
+@dataclass
+class RewardCounts:
+    errors: int = 0
+    timeouts: int = 0
+    failures: list[RewardFailure] = field(default_factory=list)
+
+
+class BatchScores(NamedTuple):
+    scores: list[float]
+    components: dict[str, list[float]]
+    counts: RewardCounts
+
+
+def _call_verifier(fn, problem: Problem, completion: str) -> Verdict:
+    return fn(problem, completion)
+
+
+def _call_batch(fn, prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
+    return fn(prompts, completions, answers)
+
+
+def _fail(message: str):
+    raise LookupError(message)
+
+
+class RewardRunner:
+    """Scores batches with `spec`; owns the worker pools (close() or use as a context manager)."""
+
+    def __init__(self, spec: RewardSpec = RewardSpec(), *, workers: int = 2, timeout: float = 10.0,
+                 fallback: float = 0.0, memory_mb: int = 4096, log_failures: int = 3) -> None:
+        self.spec, self.workers, self.timeout, self.fallback = spec, workers, timeout, fallback
+        self.memory_mb, self.log_failures = memory_mb, log_failures
+        self._pool: WorkerPool | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._bound: dict[tuple, object] = {}
+        self.last_failures: list[RewardFailure] = []
+
+    def __enter__(self) -> RewardRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> RewardRunner:
+        """Start the worker processes now (not at the first "process" call) and wait for them."""
+        if self._pool is None:
+            self._pool = WorkerPool(self.workers, self.memory_mb)
+        self._pool.wait_ready()
+        return self
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+    def _verifier(self, name: str, params: dict):
+        key = (name, tuple(sorted(params.items())))
+        if key not in self._bound:
+            self._bound[key] = VERIFIERS.bind(name, params, where=f"reward verifier '{name}'")
+        return self._bound[key]
+
+    def _plan(self, problems: list[Problem], completions: list[str]) -> list[tuple]:
+        """Every call as (component, sample indices, mode, fn, args)."""
+        calls = []
+        for comp in self.spec.components:
+            if comp.fn is not None:
+                mode = comp.isolation if comp.isolation != "auto" else isolation_of(comp.fn)
+                size = comp.batch_size or len(problems) or 1
+                for lo in range(0, len(problems), size):
+                    idx = list(range(lo, min(lo + size, len(problems))))
+                    args = ([problems[i].prompt for i in idx], [completions[i] for i in idx],
+                            [problems[i].answer for i in idx])
+                    calls.append((comp, idx, mode, _call_batch, (comp.fn, *args)))
+                continue
+            for i, p in enumerate(problems):
+                try:
+                    fn = self._verifier(comp.verifier or p.verifier, comp.params)
+                except KeyError as e:  # a problem naming an unknown verifier: that sample fails
+                    calls.append((comp, [i], "inline", _fail, (str(e),)))
+                    continue
+                mode = comp.isolation if comp.isolation != "auto" else isolation_of(fn)
+                calls.append((comp, [i], mode, _call_verifier, (fn, p, completions[i])))
+        return calls
+
+    def _run_inline(self, calls: list[tuple], raw: dict) -> None:
+        for k, (_, _, _, fn, args) in enumerate(calls):
+            try:
+                raw[k] = ("ok", fn(*args))
+            except Exception as e:  # noqa: BLE001 - a reward's failure is counted, never raised
+                raw[k] = ("error", f"{type(e).__name__}: {e}")
+
+    def _submit_threads(self, calls: list[tuple]) -> dict:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="rftkit-reward")
+        return {self._threads.submit(fn, *args): k for k, (_, _, _, fn, args) in enumerate(calls)}
+
+    def _wait_threads(self, futures: dict, raw: dict) -> None:
+        """Thread calls enforce their own limits (the sandbox); this guard only stops a wait forever."""
+        guard = self.timeout * math.ceil(len(futures) / self.workers) + 1.0
+        done, _ = wait_futures(futures, timeout=guard)
+        for fut, k in futures.items():
+            if fut not in done:
+                fut.cancel()
+                raw[k] = ("timeout", f"no answer after {guard:g}s")
+            elif fut.exception() is not None:
+                raw[k] = ("error", f"{type(fut.exception()).__name__}: {fut.exception()}")
+            else:
+                raw[k] = ("ok", fut.result())
+
+    def _run_processes(self, calls: list[tuple], raw: dict) -> None:
+        if self._pool is None:
+            self._pool = WorkerPool(self.workers, self.memory_mb)
+        out = self._pool.map([(k, fn, args) for k, (_, _, _, fn, args) in enumerate(calls)], self.timeout)
+        raw.update(out)
+
+    def evaluate(self, problems: list[Problem], completions: list[str],
+                 lengths: list[int] | None = None) -> tuple[list[RewardVerdict], BatchScores]:
+        """Verdicts and (totals, per-component scores, counts) for a batch."""
+        if len(problems) != len(completions):
+            raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+        calls = self._plan(problems, completions)
+        by_mode = {m: [k for k, c in enumerate(calls) if c[2] == m] for m in ("inline", "process", "thread")}
+        raw: dict[int, tuple[str, object]] = {}
+        futures = self._submit_threads([calls[k] for k in by_mode["thread"]]) if by_mode["thread"] else {}
+        for mode, run in (("process", self._run_processes), ("inline", self._run_inline)):
+            if by_mode[mode]:
+                sub: dict[int, tuple] = {}
+                run([calls[k] for k in by_mode[mode]], sub)
+                raw.update({by_mode[mode][j]: v for j, v in sub.items()})
+        if futures:
+            sub = {}
+            self._wait_threads(futures, sub)
+            raw.update({by_mode["thread"][j]: v for j, v in sub.items()})
+        verdicts, scores, counts = _collect(calls, raw, problems, completions, self.fallback)
+        counts.failures.sort(key=lambda f: (f.component, f.index))
+        self.last_failures = counts.failures
+        for f in counts.failures[: self.log_failures]:
+            log.warning(f.log_line())
+        out = combine(self.spec, problems, completions, verdicts, scores, lengths)
+        return out, BatchScores([v.reward for v in out], scores, counts)
+
+    def score(self, problems: list[Problem], completions: list[str],
+              lengths: list[int] | None = None) -> tuple[list[RewardVerdict], dict[str, float]]:
+        """(one RewardVerdict per sample, metrics); `lengths` (completion tokens) are needed by
+        the cosine and overlong shaping only."""
+        verdicts, batch = self.evaluate(problems, completions, lengths)
+        n = max(1, len(problems))
+        metrics = {f"reward/{name}/mean": sum(v) / n for name, v in batch.components.items()}
+        metrics.update({"reward/errors": float(batch.counts.errors), "reward/timeouts": float(batch.counts.timeouts)})
+        return verdicts, metrics
+
+
+def _collect(calls: list[tuple], raw: dict, problems: list[Problem], completions: list[str],
+             fallback: float) -> tuple[dict[str, list[Verdict]], dict[str, list[float]], RewardCounts]:
+    """Per component: a Verdict and a float per sample; failures replaced by the fallback."""
+    n, counts = len(problems), RewardCounts()
+    verdicts: dict[str, list[Verdict]] = {}
+    scores: dict[str, list[float]] = {}
+    for k, (comp, idx, _, _, _) in enumerate(calls):
+        verdicts.setdefault(comp.name, [Verdict(fallback, None, "not scored")] * n)
+        scores.setdefault(comp.name, [fallback] * n)
+        status, value = raw.get(k, ("error", "no result"))
+        got = _check(comp, status, value, len(idx))
+        if isinstance(got, tuple):  # (kind, message): a failure
+            kind, message = got
+            counts.timeouts += len(idx) if kind == "timeout" else 0  # counted per sample
+            counts.errors += len(idx) if kind == "error" else 0
+            for i in idx:
+                counts.failures.append(RewardFailure(comp.name, i, kind, message, problems[i].prompt, completions[i]))
+                verdicts[comp.name][i] = Verdict(fallback, None, f"{kind}: {message}"[:300])
+                scores[comp.name][i] = fallback
+            continue
+        for i, (v, x) in zip(idx, got):
+            verdicts[comp.name][i] = v
+            scores[comp.name][i] = x
+    return verdicts, scores, counts
+
+
+def _check(comp: Component, status: str, value, n: int):
+    """[(Verdict, raw score)] for a good result, else (kind, message). A batch fn's raw score is
+    unbounded (a reward model's logit); its Verdict holds it clipped to [0, 1]."""
+    if status != "ok":
+        return status, str(value)
+    if comp.fn is None:
+        if not isinstance(value, Verdict):
+            return "error", f"verifier returned {type(value).__name__}, not a Verdict"
+        if not math.isfinite(float(value.score)):
+            return "error", f"verifier returned a non-finite score {value.score}"
+        return [(value, float(value.score))]
+    try:
+        vals = [float(x) for x in value]
+    except (TypeError, ValueError) as e:
+        return "error", f"reward fn must return a list of floats: {e}"
+    if len(vals) != n:
+        return "error", f"reward fn returned {len(vals)} scores for {n} samples"
+    if not all(math.isfinite(x) for x in vals):
+        return "error", "reward fn returned a non-finite score"
+    return [(Verdict(min(max(x, 0.0), 1.0), None, f"{comp.name}={x:.4g}"), x) for x in vals]
+
+
+def score_batch(problems: list[Problem], completions: list[str], spec: RewardSpec = RewardSpec(), *,
+                lengths: list[int] | None = None, workers: int = 2, timeout: float = 10.0,
+                fallback: float = 0.0) -> BatchScores:
+    """One-off scoring: (totals [N], per-component scores {name: [N]}, RewardCounts)."""
+    with RewardRunner(spec, workers=workers, timeout=timeout, fallback=fallback) as runner:
+        return runner.evaluate(problems, completions, lengths)[1]
+
+
+__all__ = ["RewardRunner", "RewardCounts", "BatchScores", "score_batch"]
