@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean chromium
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,14 @@ run: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# Headless Chromium for the report's browser test (tests/test_report_browser.py, skipped
+# without it): Debian's package, installed only when missing and only as root (CI).
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || echo "could not install chromium; the browser test will be skipped"; \
+	else echo "chromium missing (as root: apt-get install -y chromium); the browser test will be skipped"; fi
 
 clean:
 	rm -rf $(VENV) runs

@@ -177,6 +177,11 @@ class CheckpointCfg(Strict):
     keep: int = 2
 
 
+class LoggingCfg(Strict):
+    sinks: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    """Mirror metrics.jsonl to these tools, inside the run dir (pip install rftkit[tensorboard] etc.)."""
+
+
 class RewardComponentCfg(Strict):
     """One reward term: a verifier by name, a user function `file.py:fn`, a reward model
     folder, or RLPR ({debias: true}); weighted, optionally a gate (score 0 unless it passes)."""
@@ -222,6 +227,7 @@ class Config(Strict):
     eval: EvalCfg = Field(default_factory=EvalCfg)
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
     reward: RewardCfg | None = None
+    logging: LoggingCfg = Field(default_factory=LoggingCfg)
     progress: bool = True
 
     @property

@@ -1,57 +1,157 @@
-"""Evaluation of a policy on a list of problems: greedy accuracy and unbiased pass@k.
+"""Evaluation of a policy on a list of problems (definitions: docs/evaluation.md).
 
-For each problem: one greedy completion, and n sampled ones at the given temperature;
-pass@k for every k <= n uses the unbiased estimator. Results are broken down by difficulty,
-and per-problem records (samples with their verdicts) are returned for the run dir.
+For each problem: one greedy completion, and n sampled ones at the given temperature. The
+summary holds, averaged over problems:
+
+    greedy_acc, reward_mean, pass@k (unbiased; k in ks)                      always
+    avg@n, maj@k (k in ks), pass@k for every k <= n, best_of_n (by verifier),
+    distinct_answers, distinct_1..3, len_mean, truncated_frac, format_frac   extended=True
+    entropy (mean token entropy of the samples)                              model given
+    best_of_n_rm (best-of-n by a reward model)                               scorer given
+
+and the accuracy metrics (greedy_acc, reward_mean, pass@k for k in ks, and with
+extended=True avg@n and maj@k) again per difficulty (suffix `/d<level>`) and, when the
+problems come from several sources, per source (suffix `/src=<label>`). The default keeps
+the summary of earlier versions (plus the source breakdown), so tables built from it stay
+narrow. Per-problem records (samples with their verdicts, lengths, format, distinct-n) are
+always complete, for eval/<stage>_<split>.jsonl; `summarize(records, n, ks, extended=True)`
+rebuilds the extended summary from them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
+from rftkit.eval.metrics import avg_at_n, best_of_n, distinct_answers, distinct_n, maj_at_k
 from rftkit.eval.passk import pass_at_k
+from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.tasks.base import verify
-from rftkit.types import Problem
+from rftkit.types import ANSWER_MARKER, Problem
+
+Scorer = Callable[[Problem, list[str]], list[float]]
+"""A reward model hook: (problem, its n sampled completions) -> one score per completion."""
+
+DISTINCT_NS = (1, 2, 3)
 
 
 def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
-    return [[tok.bos_id] + tok.encode(p.prompt) for p in problems]
+    return [problem_prompt_ids(tok, p) for p in problems]
 
 
 def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: list[int],
-             temperature: float, max_new_tokens: int, seed: int) -> tuple[dict[str, float], list[dict]]:
-    """Returns ({"greedy_acc", "pass@k"..., "reward_mean", "<metric>/d<difficulty>"...}, records)."""
+             temperature: float, max_new_tokens: int, seed: int, extended: bool = False, model=None,
+             scorer: Scorer | None = None) -> tuple[dict[str, float], list[dict]]:
+    """Returns (summary, records); see the module docstring for the keys.
+
+    extended: add maj@k, avg@n, best-of-n, the pass@k curve, diversity and behaviour.
+    model: the policy behind `generator`; when given, `entropy` (mean token entropy of the
+    sampled completions at `temperature`) is added. scorer: a reward model hook,
+    `(problem, completions) -> scores`, giving best-of-n by reward model (`best_of_n_rm`).
+    """
     prompts = encode_prompts(tok, problems)
     greedy = generator.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed))
     sampled = generator.generate(prompts, SamplingParams(n=n, max_new_tokens=max_new_tokens,
                                                          temperature=temperature, seed=seed + 1))
+    lengths = sampled.mask.sum(1).tolist()
+    truncated = sampled.truncated.tolist()
     records = []
     for i, p in enumerate(problems):
-        g = verify(p, greedy.texts[i])
-        texts = sampled.texts[i * n : (i + 1) * n]
-        verdicts = [verify(p, t) for t in texts]
-        records.append({
-            "prompt": p.prompt, "answer": p.answer, "task": p.task, "difficulty": p.difficulty,
-            "greedy": {"text": greedy.texts[i], "score": g.score, "parsed": g.parsed, "reason": g.reason},
-            "samples": [{"text": t, "score": v.score, "parsed": v.parsed, "reason": v.reason}
-                        for t, v in zip(texts, verdicts)],
-            "n_correct": sum(v.correct for v in verdicts),
-        })
-    return summarize(records, n, ks), records
+        rows = range(i * n, (i + 1) * n)
+        records.append(problem_record(p, greedy.texts[i], [sampled.texts[r] for r in rows],
+                                      [int(lengths[r]) for r in rows], [bool(truncated[r]) for r in rows],
+                                      tok, scorer))
+    summary = summarize(records, n, ks, extended=extended)
+    if model is not None:
+        from rftkit.eval.entropy import policy_entropy
+
+        summary["entropy"] = policy_entropy(model, sampled, temperature=temperature)
+    return summary, records
 
 
-def summarize(records: list[dict], n: int, ks: list[int]) -> dict[str, float]:
-    """Mean metrics over records, overall and per difficulty (suffix '/d<level>')."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        groups[""].append(r)
-        groups[f"/d{r['difficulty']}"].append(r)
-    out: dict[str, float] = {}
-    for suffix, rs in sorted(groups.items()):
-        out[f"greedy_acc{suffix}"] = sum(r["greedy"]["score"] >= 1 for r in rs) / len(rs)
-        out[f"reward_mean{suffix}"] = sum(s["score"] for r in rs for s in r["samples"]) / (len(rs) * n)
-        for k in ks:
-            if k <= n:
-                out[f"pass@{k}{suffix}"] = sum(pass_at_k(n, r["n_correct"], k) for r in rs) / len(rs)
+def problem_record(p: Problem, greedy_text: str, texts: list[str], lengths: list[int], truncated: list[bool],
+                   tok, scorer: Scorer | None = None) -> dict:
+    """One line of eval/<stage>_<split>.jsonl: the problem, its greedy and sampled completions."""
+    g = verify(p, greedy_text)
+    verdicts = [verify(p, t) for t in texts]
+    rec = {
+        "prompt": p.prompt, "answer": p.answer, "task": p.task, "source": p.source or p.task,
+        "difficulty": p.difficulty,
+        "greedy": {"text": greedy_text, "score": g.score, "parsed": g.parsed, "reason": g.reason},
+        "samples": [{"text": t, "score": v.score, "parsed": v.parsed, "reason": v.reason, "len": ln,
+                     "truncated": tr, "format": ANSWER_MARKER in t}
+                    for t, v, ln, tr in zip(texts, verdicts, lengths, truncated)],
+        "n_correct": sum(v.correct for v in verdicts),
+        "distinct_n": [distinct_n([tok.encode(t) for t in texts], d) for d in DISTINCT_NS],
+    }
+    if scorer is not None:
+        ranking = [float(s) for s in scorer(p, texts)]
+        rec["rm_scores"] = ranking
+        rec["best_of_n_rm"] = best_of_n([v.score for v in verdicts], ranking)
+    return rec
+
+
+def problem_scores(r: dict, n: int, ks: list[int], extended: bool = False) -> dict[str, float]:
+    """One record's greedy_acc, reward_mean, pass@k (k in ks); extended: also avg@n and maj@k."""
+    parsed, correct = [s["parsed"] for s in r["samples"]], [s["score"] >= 1 for s in r["samples"]]
+    out = {"greedy_acc": float(r["greedy"]["score"] >= 1), "reward_mean": sum(s["score"] for s in r["samples"]) / n}
+    if extended:
+        out["avg@n"] = avg_at_n(correct)
+    for k in ks:
+        if k <= n:
+            out[f"pass@{k}"] = pass_at_k(n, r["n_correct"], k)
+            if extended:
+                out[f"maj@{k}"] = maj_at_k(parsed, correct, k)
     return out
+
+
+def accuracy_metrics(scores: list[dict[str, float]], suffix: str = "") -> dict[str, float]:
+    """Mean of `problem_scores` over problems, each key with `suffix`."""
+    return {f"{k}{suffix}": _mean([s[k] for s in scores]) for k in scores[0]} if scores else {}
+
+
+def behaviour_metrics(rs: list[dict]) -> dict[str, float]:
+    """Diversity and behaviour over records: distinct answers / n-grams, length, truncation, format."""
+    samples = [s for r in rs for s in r["samples"]]
+    out = {"best_of_n": _mean([best_of_n([s["score"] for s in r["samples"]]) for r in rs]),
+           "distinct_answers": _mean([distinct_answers([s["parsed"] for s in r["samples"]]) for r in rs])}
+    if rs and "distinct_n" in rs[0]:
+        out.update({f"distinct_{d}": _mean([r["distinct_n"][j] for r in rs]) for j, d in enumerate(DISTINCT_NS)})
+    if samples and "len" in samples[0]:
+        out["len_mean"] = _mean([s["len"] for s in samples])
+        out["truncated_frac"] = _mean([float(s["truncated"]) for s in samples])
+    out["format_frac"] = _mean([float(s.get("format", ANSWER_MARKER in s["text"])) for s in samples])
+    if rs and "best_of_n_rm" in rs[0]:
+        out["best_of_n_rm"] = _mean([r["best_of_n_rm"] for r in rs])
+    return out
+
+
+def summarize(records: list[dict], n: int, ks: list[int], extended: bool = False) -> dict[str, float]:
+    """The summary of `evaluate` from its records: overall, per difficulty and per source."""
+    scores = [problem_scores(r, n, ks, extended) for r in records]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    sources = {r.get("source") or r["task"] for r in records}
+    for r, sc in zip(records, scores):
+        groups[f"/d{r['difficulty']}"].append(sc)
+        if len(sources) > 1:
+            groups[f"/src={r.get('source') or r['task']}"].append(sc)
+    out = accuracy_metrics(scores)
+    if extended:
+        out.update({f"pass@{k}": _mean([pass_at_k(n, r["n_correct"], k) for r in records]) for k in range(1, n + 1)})
+        out.update(behaviour_metrics(records))
+    elif records and "best_of_n_rm" in records[0]:
+        out["best_of_n_rm"] = _mean([r["best_of_n_rm"] for r in records])
+    for suffix, group in sorted(groups.items()):
+        out.update(accuracy_metrics(group, suffix))
+    return out
+
+
+def headline_keys(summary: dict[str, float], ks: list[int]) -> list[str]:
+    """The overall keys worth a table column: no breakdowns, pass@k / maj@k only for k in ks."""
+    keep = {"greedy_acc", "avg@n", *(f"pass@{k}" for k in ks), *(f"maj@{k}" for k in ks)}
+    return [k for k in summary if k in keep]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0

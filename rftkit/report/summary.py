@@ -1,12 +1,15 @@
-"""The end-of-run summary table and the Markdown report, built from the run dir alone.
+"""The end-of-run summary table and the reports (report.html, report.md), from the run dir alone.
 
-Reads config.yaml, eval/<stage>.json and metrics.jsonl; never live objects (STYLE G14).
-Plots need matplotlib (the `report` extra); without it the report has tables only.
+Reads config.yaml, eval/<stage>.json, eval/<stage>_<split>.jsonl and metrics.jsonl; never
+live objects (STYLE G14). `write_report` writes the self-contained HTML report
+(report/html.py) and a short Markdown one. Plots need matplotlib (the `report` extra);
+without it the reports have tables only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -38,12 +41,17 @@ def final_model_dir(run_dir: Path) -> Path | None:
 
 
 def _columns(results: list[dict]) -> list[tuple[str, str]]:
+    """(split, key): greedy_acc, pass@k for the configured ks (those with a maj@k), the largest maj@k.
+
+    Results written before maj@k existed show every pass@k they hold.
+    """
     cols: list[tuple[str, str]] = []
     for r in results:
         for split, res in r["results"].items():
-            for k in res:
-                if "/d" not in k and k != "reward_mean" and (split, k) not in cols:
-                    cols.append((split, k))
+            ks = [k[4:] for k in res if re.fullmatch(r"maj@\d+", k)]
+            keys = ["greedy_acc"] + [k for k in res if re.fullmatch(r"pass@\d+", k) and (not ks or k[5:] in ks)]
+            keys += [f"maj@{max(ks, key=int)}"] if ks else []
+            cols += [(split, k) for k in keys if k in res and (split, k) not in cols]
     return cols
 
 
@@ -56,8 +64,30 @@ def summary_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def summary_table(run_dir: Path) -> Table:
-    header, rows = summary_rows(stage_results(run_dir))
-    table = Table(title=f"{run_dir}: held-out results (%)")
+    return rich_table(stage_results(run_dir), f"{run_dir}: held-out results (%)")
+
+
+def eval_console_table(stage: str, step: int, results: dict[str, dict]) -> Table:
+    """The console summary of one evaluation (`results`: {split: summary}, as run_eval returns):
+    a row per split with greedy / pass@k / maj@k in %, then length, truncation, format, entropy."""
+    keys = list(dict.fromkeys(k for split, k in _columns([{"results": results}])))
+    extra = [k for k in ("len_mean", "truncated_frac", "format_frac", "entropy")
+             if any(k in res for res in results.values())]
+    table = Table(title=f"eval after step {step} ({stage})")
+    table.add_column("split")
+    for k in keys + extra:
+        table.add_column({"greedy_acc": "greedy", "len_mean": "len", "truncated_frac": "trunc",
+                          "format_frac": "format"}.get(k, k), justify="right")
+    for split, res in results.items():
+        cells = [f"{100 * res[k]:.1f}" if k in res else "-" for k in keys]
+        cells += [f"{res[k]:.2f}" if k in ("len_mean", "entropy") else f"{100 * res[k]:.1f}" for k in extra]
+        table.add_row(split, *cells)
+    return table
+
+
+def rich_table(results: list[dict], title: str) -> Table:
+    header, rows = summary_rows(results)
+    table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right" if h not in ("stage",) else "left")
     for row in rows:
@@ -97,15 +127,18 @@ def _plot(records: list[dict], out: Path) -> list[str]:
 
 
 def write_report(run_dir: Path) -> Path:
+    """Write report.html (returned) and report.md into the run dir, from the run dir alone."""
+    from rftkit.report.html import write_html
+
     run_dir = Path(run_dir)
     header, rows = summary_rows(stage_results(run_dir))
-    plots = _plot(read_metrics(run_dir / "metrics.jsonl"), run_dir)
+    plots = _plot(read_metrics(run_dir / "metrics.jsonl"), run_dir) if (run_dir / "metrics.jsonl").is_file() else []
     cfg_text = (run_dir / "config.yaml").read_text()
-    parts = [f"# rftkit run `{run_dir.name}`", "", "## Held-out results (%)", "",
-             "greedy_acc: greedy decoding; pass@k: unbiased estimator from n samples (Chen et al. 2021).", "",
-             markdown_table(header, rows), ""]
+    parts = [f"# rftkit run `{run_dir.name}`", "", "The full report with every curve, the forgetting matrix and "
+             "the sample inspector: [report.html](report.html).", "", "## Held-out results (%)", "",
+             "greedy_acc: greedy decoding; pass@k: unbiased estimator from n samples (Chen et al. 2021); "
+             "maj@k: majority vote over k samples.", "", markdown_table(header, rows), ""]
     parts += [f"![{p}]({p})" for p in plots]
     parts += ["", "## Resolved config", "", "```yaml", cfg_text, "```"]
-    out = run_dir / "report.md"
-    out.write_text("\n".join(parts))
-    return out
+    (run_dir / "report.md").write_text("\n".join(parts))
+    return write_html(run_dir)

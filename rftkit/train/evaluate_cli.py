@@ -11,7 +11,7 @@ from rich.table import Table
 from rftkit.config import load_config
 from rftkit.data.pool import build_pools
 from rftkit.errors import ConfigError
-from rftkit.eval.evaluate import evaluate
+from rftkit.eval.evaluate import evaluate, headline_keys
 from rftkit.model.io import load_model
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import resolve_model_dir, task_specs
@@ -42,7 +42,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
                           temperature=cfg.eval.temperature,
                           max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed)
         results[split] = res
-    keys = [k for k in next(iter(results.values())) if "/d" not in k]
+    keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
     for k in keys:
         table.add_column(k, justify="right")
     for split, res in results.items():

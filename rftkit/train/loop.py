@@ -27,7 +27,9 @@ from rftkit.eval.evaluate import evaluate
 from rftkit.model.io import build_model, copy_weights, load_model, save_model
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.report.log import JsonlLogger
-from rftkit.report.progress import StageProgress
+from rftkit.report.progress import StageProgress, console
+from rftkit.report.sinks import build_sinks
+from rftkit.report.summary import eval_console_table
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import resolve_model_dir, stage_parts, task_specs
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -62,6 +64,7 @@ class Run:
     state: RunState
     t0: float
     rewards: object | None = None
+    sinks: list = field(default_factory=list)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -95,7 +98,9 @@ def start_run(cfg: Config, resume: bool) -> Run:
         log = JsonlLogger(run_dir / "metrics.jsonl", keep_lines=0)
     if pools.notes and not resume:
         log.log({"step": 0, "stage": "data", **pools.notes})
-    return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed)
+    sinks = build_sinks(cfg.logging.sinks, run_dir, cfg.model_dump(mode="json"),
+                        resume_step=state.global_step + 1 if resume else None)
+    return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed, sinks=sinks)
 
 
 def _load_hf(cfg: Config):
@@ -122,6 +127,8 @@ def train(cfg: Config, resume: bool = False) -> Run:
             train_stage(run)
     finally:
         run.log.close()
+        for sink in run.sinks:
+            sink.close()
         if run.rewards is not None:
             run.rewards.close()
     return run
@@ -199,8 +206,10 @@ def train_stage(run: Run) -> None:
 
 
 def _log(run: Run, stage: str, metrics: dict) -> None:
-    run.log.log({"step": run.state.global_step, "stage": stage,
-                 "time": round(time.perf_counter() - run.t0, 3), **metrics})
+    record = {"step": run.state.global_step, "stage": stage, "time": round(time.perf_counter() - run.t0, 3), **metrics}
+    run.log.log(record)
+    for sink in run.sinks:
+        sink.log(record)
 
 
 def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
@@ -229,7 +238,7 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
         summary, records = evaluate(
             gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
             temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            seed=step_seed(cfg.seed + 17, run.state.global_step))
+            seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model)
         results[split] = summary
         if save:
             out = run.dir / "eval"
@@ -240,6 +249,8 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
     metrics = {f"eval/{s}/{k}": v for s, res in results.items() for k, v in res.items() if "/d" not in k}
     metrics["time/eval"] = time.perf_counter() - t0
     _log(run, stage, metrics)
+    if cfg.progress:
+        console.print(eval_console_table(stage, run.state.global_step, results))
     if save:
         (run.dir / "eval" / f"{stage}.json").write_text(json.dumps({"stage": stage, "step": run.state.global_step,
                                                                     "results": results}, indent=1))

@@ -255,7 +255,8 @@ def rollout(parts, indices: list[int], seed: int, kl_coef: float,
     m = _merge(kept, parts.tok.pad_id)
     batch = _finish(parts, m, seed, kl_coef, metrics)
     metrics.update(_rollout_metrics(batch, m))
-    metrics.update({"time/rollout": t1 - t0, "time/reward": time.perf_counter() - t1})
+    metrics.update({"time/rollout": t1 - t0, "time/reward": time.perf_counter() - t1,
+                    "perf/tokens_per_s": metrics["perf/gen_tokens"] / max(t1 - t0, 1e-9)})
     return batch, metrics, _prompt_stats(sampled, batch)
 
 
