@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/rftkit run
 
-test: setup
+test: setup chromium
 	$(BIN)/pytest -q
 
 # Headless Chromium for the report's browser test (tests/test_report_browser.py, skipped
