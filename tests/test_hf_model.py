@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from rftkit.model.export import (  # noqa: E402
     checkpoint_tensors, export_run, load_checkpoint_tensors, load_hf_model, save_hf_model)
 from rftkit.model.hf import (  # noqa: E402
-    BaseModelView, HFGenerateEngine, HFPolicy, disabled_adapters, load_hf_policy)
+    BaseModelView, HFPolicy, disabled_adapters, load_hf_policy)
+from rftkit.rollout.hf_generate import HFGenerateEngine  # noqa: E402
 from rftkit.model.hf_tokenizer import load_hf_tokenizer, problem_prompt_ids  # noqa: E402
 from rftkit.model.io import build_model, save_model  # noqa: E402
 from rftkit.model.tokenizer import CharTokenizer  # noqa: E402

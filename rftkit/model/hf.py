@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rftkit.types import Generation
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -253,111 +252,5 @@ def autocast(policy: HFPolicy):
     return torch.autocast(device_type=next(policy.parameters()).device.type, dtype=policy.autocast_dtype)
 
 
-def _stop_criteria(tf, tok, stop: tuple[str, ...], plen: int):
-    class StopStrings(tf.StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            texts = [tok.decode(r) for r in input_ids[:, plen:].tolist()]
-            return torch.tensor([any(t.endswith(s) for s in stop) for t in texts], device=input_ids.device)
-
-    return tf.StoppingCriteriaList([StopStrings()])
-
-
-class HFGenerateEngine:
-    """The fallback Generator: `model.generate`, same output layout as the KV engine.
-
-    Registered as GENERATORS "hf_generate" by `rftkit/rollout/__init__.py` (model/ is a leaf
-    package and may not import rollout/, tests/test_codebase.py).
-
-    logp is the log-probability of each sampled token under the temperature-scaled,
-    unfiltered distribution (temperature 0 reports temperature 1), as the KV engine's. The
-    model's own generation_config (e.g. an instruct model's top_p, repetition penalty) is
-    replaced during the call by the given SamplingParams alone.
-    """
-
-    def __init__(self, model, tokenizer, *, max_batch: int = 256) -> None:
-        self.model = model
-        self.tok = tokenizer
-        self.max_batch = max_batch
-
-    @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params) -> Generation:
-        rows = [p for p in prompts for _ in range(params.n)]
-        hf = self.model.hf_model if isinstance(self.model, HFPolicy) else self.model
-        device = next(hf.parameters()).device
-        was_training = hf.training
-        hf.eval()
-        devices = [device] if device.type == "cuda" else []
-        try:
-            amp = autocast(self.model) if isinstance(self.model, HFPolicy) else contextlib.nullcontext()
-            with torch.random.fork_rng(devices=devices), amp:  # the trainer's RNG stream stays untouched
-                torch.manual_seed(params.seed)
-                parts = [self._chunk(hf, rows[i : i + self.max_batch], params, device)
-                         for i in range(0, len(rows), self.max_batch)]
-        finally:
-            hf.train(was_training)
-        return right_pad(parts, self.tok)
-
-    def _chunk(self, hf, rows: list[list[int]], params, device):
-        tf = require("transformers")
-        b, plen = len(rows), max(len(r) for r in rows)
-        ids = torch.full((b, plen), self.tok.pad_id, dtype=torch.long, device=device)
-        attn = torch.zeros((b, plen), dtype=torch.long, device=device)
-        for i, r in enumerate(rows):
-            ids[i, plen - len(r):] = torch.tensor(r, device=device)
-            attn[i, plen - len(r):] = 1
-        greedy = params.temperature <= 0
-        sampling = {} if greedy else {"temperature": params.temperature, "top_k": params.top_k,
-                                      "top_p": params.top_p}
-        saved = hf.generation_config
-        hf.generation_config = tf.GenerationConfig(pad_token_id=self.tok.pad_id, eos_token_id=self.tok.eos_id)
-        try:
-            out = hf.generate(input_ids=ids, attention_mask=attn, do_sample=not greedy,
-                              max_new_tokens=params.max_new_tokens, return_dict_in_generate=True,
-                              output_logits=True, stopping_criteria=_stop_criteria(tf, self.tok, params.stop, plen)
-                              if params.stop else None, **sampling)
-        finally:
-            hf.generation_config = saved
-        new = out.sequences[:, plen:]
-        scale = 1.0 if greedy else params.temperature
-        lp = (torch.stack(out.logits, 1).float() / scale).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
-        lengths, done = self._finish(new, params.stop)
-        return rows, new, lp, done, lengths
-
-    def _finish(self, new: Tensor, stop: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-        """Per row: tokens up to and including eos or the first stop-string hit; finished?"""
-        lengths, done = [], []
-        for r in new.tolist():
-            n, hit = len(r), False
-            for t, tok in enumerate(r):
-                if tok == self.tok.eos_id or (stop and any(self.tok.decode(r[: t + 1]).endswith(s) for s in stop)):
-                    n, hit = t + 1, True
-                    break
-            lengths.append(n)
-            done.append(hit)
-        return torch.tensor(lengths), torch.tensor(done)
-
-
-def right_pad(parts, tok) -> Generation:
-    """Chunks (rows, new tokens [B, n], logp [B, n], done [B], lengths [B]) -> right-padded Generation."""
-    seqs, lps, masks, plens, trunc, texts = [], [], [], [], [], []
-    for rows, toks, lp, done, lengths in parts:
-        for r, tk, l, d, n in zip(rows, toks.tolist(), lp.cpu(), done.tolist(), lengths.tolist()):
-            seqs.append(r + tk[:n])
-            lps.append([0.0] * len(r) + l[:n].tolist())
-            masks.append([0.0] * len(r) + [1.0] * n)
-            plens.append(len(r))
-            trunc.append(not d)
-            texts.append(tok.decode([i for i in tk[:n] if i != tok.eos_id]))
-    t = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), t), tok.pad_id, dtype=torch.long)
-    logp, mask = torch.zeros((len(seqs), t)), torch.zeros((len(seqs), t))
-    for i, (s, l, m) in enumerate(zip(seqs, lps, masks)):
-        tokens[i, : len(s)] = torch.tensor(s)
-        logp[i, : len(s)] = torch.tensor(l)
-        mask[i, : len(s)] = torch.tensor(m)
-    return Generation(tokens=tokens, logp=logp, mask=mask, prompt_lens=torch.tensor(plens),
-                      truncated=torch.tensor(trunc), texts=texts)
-
-
-__all__ = ["HFPolicy", "HFCache", "BaseModelView", "HFGenerateEngine", "load_hf_policy", "disabled_adapters",
-           "resolve_dtype", "resolve_device", "autocast", "right_pad"]
+__all__ = ["HFPolicy", "HFCache", "BaseModelView", "load_hf_policy", "disabled_adapters",
+           "resolve_dtype", "resolve_device", "autocast"]

@@ -39,7 +39,7 @@ class KVCacheEngine:
                      for i in range(0, len(rows), self.max_batch)]
         finally:
             self.model.train(was_training)
-        return _right_pad(parts, self.tok)
+        return right_pad(parts, self.tok)
 
     def _chunk(self, rows: list[list[int]], params: SamplingParams, gen: torch.Generator, device):
         b, plen = len(rows), max(len(r) for r in rows)
@@ -85,7 +85,7 @@ class KVCacheEngine:
         return torch.tensor(hits, device=generated.device)
 
 
-def _right_pad(parts, tok: Tokenizer) -> Generation:
+def right_pad(parts, tok: Tokenizer) -> Generation:
     """Concatenate chunks into the right-padded layout prompt + completion."""
     seqs, lps, masks, plens, trunc, texts = [], [], [], [], [], []
     for rows, toks, lp, done, lengths in parts:
