@@ -1,0 +1,213 @@
+"""rftkit vs TRL on identical settings, and rftkit's engine vs the machine's limits (issue 8).
+
+    .venv/bin/python benchmarks/bench.py [--quick] [--steps N] [--only grpo,engine,sft] [--out FILE]
+
+Builds everything locally (char tokenizer, random Qwen2 ~1.84M params, "a+b=" task), trains a
+plain-torch SFT warm start, then runs each framework in its own subprocess (peak RSS is that
+process's own ru_maxrss). Prints a table and writes JSON. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+
+PARTS = ("grpo", "engine", "sft")
+
+
+def have_trl() -> bool:
+    return importlib.util.find_spec("trl") is not None
+
+
+def run_worker(name: str, args: dict, workdir: Path) -> dict:
+    """Run one worker in a fresh interpreter; its result JSON (or the error) comes back."""
+    af, of = workdir / f"{name}.args.json", workdir / f"{name}.result.json"
+    af.write_text(json.dumps(args))
+    of.unlink(missing_ok=True)
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import workers; workers.main({name!r}, {str(af)!r}, {str(of)!r})"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0 or not of.is_file():
+        return {"error": f"worker {name} failed (rc {proc.returncode}): {proc.stderr[-3000:]}"}
+    res = json.loads(of.read_text())
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def ratio(a, b):
+    try:
+        return a / b
+    except (TypeError, ZeroDivisionError):
+        return float("nan")
+
+
+def run(opts) -> dict:
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="rftkit_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    only = set(opts.only.split(",")) if opts.only else set(PARTS)
+    steps = opts.steps if opts.steps is not None else (3 if opts.quick else 20)
+    warm = opts.warmup
+    out = {"date": dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+           "machine": {"nproc": os.cpu_count(), "cpu": common.cpu_model(), "load_start": common.loadavg(),
+                       "threads": opts.threads},
+           "settings": {"steps": steps, "warmup": warm, "quick": opts.quick}}
+    out["workdir"] = str(workdir)
+    sft_dir = workdir / "sft_warm_start"
+    out["warm_start"] = common.sft_warm_start(sft_dir, steps=opts.sft_steps, lr=opts.sft_lr)
+    base = {"model": str(sft_dir), "workdir": str(workdir), "threads": opts.threads, "seed": 0}
+    if "grpo" in only:
+        a = {**base, "steps": steps, "warmup": warm, "lr": 1e-4}
+        out["grpo"] = {"rftkit": run_worker("grpo_rftkit", a, workdir),
+                       "trl": run_worker("grpo_trl", a, workdir) if have_trl() else {"error": "trl not installed"}}
+    if "engine" in only:
+        a = {**base, "prompts": 128 if not opts.quick else 32, "reps": 1 if opts.quick else 3,
+             "big": not opts.quick or opts.big, "mm_n": 1024 if opts.quick else 2048}
+        out["engine"] = run_worker("engine", a, workdir)
+    if "sft" in only:
+        a = {**base, "steps": 50 if opts.steps is None and not opts.quick else steps, "warmup": warm, "lr": 1e-4}
+        out["sft"] = {"rftkit": run_worker("sft_rftkit", a, workdir),
+                      "trl": run_worker("sft_trl", a, workdir) if have_trl() else {"error": "trl not installed"}}
+    out["machine"]["load_end"] = common.loadavg()
+    out["gpu"] = "not measured (no CUDA device on this machine)"
+    return out
+
+
+def rows(res: dict) -> list[tuple[str, str, str, str]]:
+    """(measure, rftkit, reference, ratio) rows of the printed table."""
+    out = []
+    g = res.get("grpo")
+    if g:
+        r, t = g["rftkit"], g["trl"]
+        out.append(("GRPO median step (s)", f"{r.get('median_step_s', float('nan')):.3f}",
+                    f"TRL {t.get('median_step_s', float('nan')):.3f}",
+                    f"{ratio(t.get('median_step_s'), r.get('median_step_s')):.2f}x faster"))
+        tps = {k: ratio(sum(v.get("gen_tokens", [])), sum(v.get("step_times", []))) for k, v in g.items()}
+        out.append(("GRPO generated tok/s (whole step)", f"{tps['rftkit']:.0f}", f"TRL {tps['trl']:.0f}",
+                    f"{ratio(tps['rftkit'], tps['trl']):.2f}x"))
+        out.append(("GRPO peak RSS (MB)", f"{r.get('peak_rss_mb', float('nan')):.0f}",
+                    f"TRL {t.get('peak_rss_mb', float('nan')):.0f}",
+                    f"{ratio(r.get('peak_rss_mb'), t.get('peak_rss_mb')):.2f} of TRL"))
+        for ph in ("time/rollout", "time/reward", "time/update"):
+            out.append((f"GRPO {ph} (median s)", f"{r.get('phases', {}).get(ph, float('nan')):.3f}",
+                        f"TRL {t.get('phases', {}).get(ph, float('nan')):.3f}", ""))
+    e = res.get("engine")
+    if e and "error" not in e:
+        c = e["ceiling_gflops"]
+        out.append(("matmul ceiling fp32 / bf16 (GFLOP/s)", f"{c['float32']:.1f}", f"bf16 {c['bfloat16']:.1f}", ""))
+        tn = e["tiny"]
+        out.append(("engine tok/s, tiny fp32 (vs generate)", f"{tn['rftkit_tok_s']:.0f}",
+                    f"generate {tn['generate_tok_s']:.0f}", f"{ratio(tn['rftkit_tok_s'], tn['generate_tok_s']):.2f}x"))
+        bt = e.get("builtin_tiny")
+        if bt:
+            out.append(("engine tok/s, built-in GPT micro", f"{bt['tok_s']:.0f}", "HF path above", ""))
+        for dtp, v in e.get("25m", {}).items():
+            out.append((f"engine tok/s, 25M {dtp}", f"{v['rftkit_tok_s']:.0f}", f"generate {v['generate_tok_s']:.0f}",
+                        f"{ratio(v['rftkit_tok_s'], v['generate_tok_s']):.2f}x; "
+                        f"{100 * v['rftkit_gflops'] / c[dtp]:.1f}% of {dtp} ceiling"))
+        for dtp, v in e.get("25m_train", {}).items():
+            out.append((f"train fwd+bwd+AdamW, 25M {dtp} (GFLOP/s)", f"{v['gflops']:.1f}", "",
+                        f"{100 * v['gflops'] / c[dtp]:.1f}% of {dtp} ceiling"))
+    elif e:
+        out.append(("engine", "error", e["error"][-200:], ""))
+    s = res.get("sft")
+    if s:
+        r, t = s["rftkit"], s["trl"]
+        out.append(("SFT samples/s", f"{r.get('samples_per_s', float('nan')):.1f}",
+                    f"TRL {t.get('samples_per_s', float('nan')):.1f}",
+                    f"{ratio(r.get('samples_per_s'), t.get('samples_per_s')):.2f}x"))
+    out.append(("learning speed to 0.9 acc", "not measured", "", ""))
+    out.append(("GPU (0.5B Qwen2 bf16)", "not measured", "no GPU", ""))
+    return out
+
+
+def print_table(res: dict) -> None:
+    print(f"# {res['date']}  nproc={res['machine']['nproc']}  cpu={res['machine']['cpu']}  "
+          f"load {res['machine']['load_start']} -> {res['machine']['load_end']}")
+    table = rows(res)
+    w = [max(len(r[i]) for r in table) for i in range(4)]
+    for r in table:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    for part in ("grpo", "sft"):
+        for fw, v in (res.get(part) or {}).items():
+            if "error" in v:
+                print(f"[{part}/{fw}] {v['error'][-600:]}")
+    g = res.get("grpo")
+    if g:
+        for fw, v in g.items():
+            print(f"reward curve {fw}: " + " ".join(f"{x:.2f}" for x in v.get("rewards", []) if x is not None))
+
+
+def plot(res: dict, path: Path) -> None:
+    """Step time by phase, both frameworks (stacked bars), and both reward curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = res["grpo"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [k for k in ("rftkit", "trl") if "phases" in g[k]]
+    bottom = [0.0] * len(names)
+    for ph in ("time/rollout", "time/reward", "time/update"):
+        vals = [max(0.0, g[n]["phases"][ph]) for n in names]
+        ax.bar(names, vals, bottom=bottom, label=ph.split("/")[1])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("median seconds per GRPO step")
+    ax.set_title("GRPO step time by phase")
+    ax.legend()
+    for n in names:
+        ax2.plot([x for x in g[n].get("rewards", []) if x is not None], label=n)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("mean reward")
+    ax2.set_title("reward curves")
+    ax2.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 timed steps, small engine run")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; --quick 3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--only", default="", help=f"comma list of {','.join(PARTS)}")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch default)")
+    p.add_argument("--sft-steps", type=int, default=100)
+    p.add_argument("--sft-lr", type=float, default=3e-3)
+    p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
+    p.add_argument("--workdir", default=None, help="models and runs (default: a fresh temp folder)")
+    p.add_argument("--out", default=None, help="result JSON (default: WORKDIR/bench.json)")
+    p.add_argument("--plot", default=None, help="write the phase/reward plot here (PNG)")
+    opts = p.parse_args(argv)
+    res = run(opts)
+    out = Path(opts.out or Path(res.get("workdir", opts.workdir or tempfile.gettempdir())) / "bench.json")
+    out.write_text(json.dumps(res, indent=1))
+    print_table(res)
+    print(f"JSON: {out}")
+    if opts.plot and res.get("grpo"):
+        plot(res, Path(opts.plot))
+        print(f"plot: {opts.plot}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

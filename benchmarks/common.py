@@ -1,0 +1,185 @@
+"""Shared pieces of the benchmark: char tokenizer, random Qwen2, the "a+b=" task, SFT warm start.
+
+Everything is built locally (no download). Sizes:
+    tiny  = Qwen2 hidden 128, 4 layers, 4 heads, MLP 1024, tied embeddings (~1.84M params)
+    25m   = Qwen2 hidden 512, 6 layers, 8 heads, MLP 2048, tied embeddings (~25.2M params)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+ALPHABET = list("0123456789") + list("+-*=?:. \n") + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+SIZES = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                 intermediate_size=1024),
+    "25m": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8,
+                intermediate_size=2048),
+}
+
+
+def build_tokenizer():
+    """~49-symbol char tokenizer as a PreTrainedTokenizerFast; `tok(text)` prepends <bos>."""
+    import tokenizers
+    import transformers
+
+    vocab = {s: i for i, s in enumerate(SPECIALS)} | {c: i + len(SPECIALS) for i, c in enumerate(ALPHABET)}
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = tokenizers.decoders.Fuse()
+    core.post_processor = tokenizers.processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                                pad_token="<pad>", unk_token="<unk>")
+
+
+def build_model(size: str = "tiny", seed: int = 0, max_pos: int = 64):
+    """Random-weight Qwen2ForCausalLM in float32."""
+    import transformers
+
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    cfg = transformers.Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, max_position_embeddings=max_pos,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                   pad_token_id=tok.pad_token_id, use_cache=True, **SIZES[size])
+    model = transformers.Qwen2ForCausalLM(cfg).float()
+    return model, tok
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def save_folder(model, tok, path: Path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.generation_config.do_sample = True
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+# --- the task ---------------------------------------------------------------------------------
+
+
+def sample_problem(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    return f"{a}+{b}=", str(a + b)
+
+
+def reward(prompt: str, completion: str) -> float:
+    """1.0 iff the completion (special tokens dropped, whitespace stripped) is the exact sum."""
+    a, b = prompt.rstrip("=").split("+")
+    return 1.0 if completion.strip() == str(int(a) + int(b)) else 0.0
+
+
+def problems(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    return [sample_problem(rng) for _ in range(n)]
+
+
+# --- SFT warm start (plain torch, no framework) --------------------------------------------------
+
+
+def sft_batch(tok, pairs: list[tuple[str, str]]):
+    """Right-padded [bos] prompt answer [eos]; labels only on answer + eos."""
+    rows, labels = [], []
+    for p, a in pairs:
+        pid = tok(p)["input_ids"]
+        aid = tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append(pid + aid)
+        labels.append([-100] * len(pid) + aid)
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), tok.pad_token_id)
+    lab = torch.full((len(rows), T), -100)
+    att = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, (r, lb) in enumerate(zip(rows, labels)):
+        ids[i, :len(r)] = torch.tensor(r)
+        lab[i, :len(lb)] = torch.tensor(lb)
+        att[i, :len(r)] = 1
+    return ids, att, lab
+
+
+def sft_warm_start(out: Path, steps: int = 100, batch: int = 64, lr: float = 1e-3, seed: int = 0) -> dict:
+    """Train the tiny random Qwen2 on "a+b=" -> sum with torch only; save an HF folder."""
+    out = Path(out)
+    if (out / "config.json").is_file():
+        return json.loads((out / "warm_start.json").read_text())
+    model, tok = build_model("tiny", seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    rng = random.Random(seed + 1)
+    t0 = time.perf_counter()
+    model.train()
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        ids, att, lab = sft_batch(tok, [sample_problem(rng) for _ in range(batch)])
+        loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    info = {"steps": steps, "batch": batch, "lr": lr, "final_loss": float(loss.detach()), "params": n_params(model),
+            "seconds": round(time.perf_counter() - t0, 2), "greedy_acc": greedy_accuracy(model, tok, 128)}
+    save_folder(model, tok, out)
+    (out / "warm_start.json").write_text(json.dumps(info))
+    return info
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tok, n: int, seed: int = 12345) -> float:
+    pairs = problems(n, seed)
+    tok.padding_side = "left"
+    enc = tok([p for p, _ in pairs], return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return sum(reward(p, t) for (p, _), t in zip(pairs, texts)) / n
+
+
+# --- machine measurements ------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of torch.matmul on n x n matrices (best of reps, after one warm-up)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2

@@ -1,0 +1,97 @@
+"""Smoke test of benchmarks/bench.py: 2 steps of each harness part, so the benchmark keeps working.
+
+Not a measurement: a tiny SFT warm start (5 steps), 1 warm-up + 1 timed step per framework.
+TRL parts are skipped when trl is not installed (`pip install -e ".[bench]"`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+HAVE_TRL = importlib.util.find_spec("trl") is not None
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    import common
+
+    import torch
+
+    torch.set_num_threads(1)  # 2 threads on a loaded 2-core machine are much slower
+    wd = tmp_path_factory.mktemp("bench")
+    info = common.sft_warm_start(wd / "sft_warm_start", steps=5, batch=16)
+    assert abs(info["params"] - 1.84e6) < 0.01e6
+    return wd
+
+
+def _args(workdir: Path) -> dict:
+    return {"model": str(workdir / "sft_warm_start"), "workdir": str(workdir), "threads": 1, "seed": 0,
+            "steps": 1, "warmup": 1, "lr": 1e-4}
+
+
+def test_tokenizer_and_task():
+    import common
+
+    tok = common.build_tokenizer()
+    assert len(tok) == 49
+    ids = tok("12+34=")["input_ids"]
+    assert ids[0] == tok.bos_token_id and len(ids) == 7
+    assert tok.decode(tok("57", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
+                      skip_special_tokens=True) == "57"
+    assert common.reward("12+34=", "46") == 1.0 and common.reward("12+34=", "45") == 0.0
+
+
+def test_grpo_rftkit(workdir):
+    import bench
+
+    r = bench.run_worker("grpo_rftkit", _args(workdir), workdir)
+    assert "error" not in r, r.get("error")
+    assert len(r["step_times"]) == 1 and r["peak_rss_mb"] > 0 and len(r["rewards"]) == 2
+
+
+@pytest.mark.skipif(not HAVE_TRL, reason="trl not installed (pip install -e '.[bench]')")
+def test_grpo_trl(workdir):
+    import bench
+
+    r = bench.run_worker("grpo_trl", _args(workdir), workdir)
+    assert "error" not in r, r.get("error")
+    assert len(r["step_times"]) == 1 and len(r["rewards"]) == 2
+
+
+def test_sft_rftkit(workdir):
+    import bench
+
+    r = bench.run_worker("sft_rftkit", _args(workdir), workdir)
+    assert "error" not in r, r.get("error")
+    assert r["samples_per_s"] > 0
+
+
+@pytest.mark.skipif(not HAVE_TRL, reason="trl not installed (pip install -e '.[bench]')")
+def test_sft_trl(workdir):
+    import bench
+
+    r = bench.run_worker("sft_trl", _args(workdir), workdir)
+    assert "error" not in r, r.get("error")
+    assert r["samples_per_s"] > 0
+
+
+def test_engine(workdir):
+    import bench
+
+    a = {**_args(workdir), "prompts": 8, "reps": 1, "big": False, "mm_n": 256}
+    r = bench.run_worker("engine", a, workdir)
+    assert "error" not in r, r.get("error")
+    assert r["tiny"]["rftkit_tok_s"] > 0 and r["tiny"]["generate_tok_s"] > 0
+    assert r["ceiling_gflops"]["float32"] > 0
+    rows = bench.rows({"engine": r})
+    assert any("engine tok/s" in row[0] for row in rows)
