@@ -111,18 +111,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--test-size", type=int, default=200)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "compare_algorithms")
+    ap.add_argument("--start", type=Path, default=None,
+                    help="models/sft of an existing default run to start from (skips training the start)")
     args = ap.parse_args()
-    start = shared_start(args.out)
+    start = args.start or shared_start(args.out)
     start_eval = json.loads((start.parents[1] / "eval" / "sft.json").read_text())["results"]["test"]
     rows = []
     for seed in args.seeds:
         for name in args.recipes:
             rows.append(run_one(name, seed, start, args.out, args.steps, args.batch, args.test_size))
             print(json.dumps(rows[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     table = summarize(rows, start_eval)
     plot(rows, ROOT / "docs" / "img" / "algorithms.png")
-    cmd = "python experiments/compare_algorithms.py --seeds " + " ".join(map(str, args.seeds))
+    cmd = (f"python experiments/compare_algorithms.py --seeds {' '.join(map(str, args.seeds))} "
+           f"--steps {args.steps} --batch {args.batch}")
     doc = ROOT / "docs" / "algorithms_comparison.md"
     doc.write_text(f"# RL recipes compared from one SFT checkpoint\n\nCommand: `{cmd}` (steps={args.steps}, "
                    f"{args.batch} prompts x 8 samples per step, held-out test of {args.test_size} problems, "

@@ -3,48 +3,24 @@
 A sampler is stateful: `next(batch_size)` returns pool indices, `update(stats)` learns from
 the step's per-prompt statistics (curricula use it; uniform ignores it) and its state
 round-trips through `state_dict()` as JSON, so a resumed run draws the same prompts.
+
+`SAMPLERS`, `PromptStats` and the `Sampler` protocol live in `curriculum_base.py` /
+`prompt_stats.py` and are re-exported here; importing this module registers every sampler:
+uniform (below) and the curricula of docs/curricula.md (mixture, easy_to_hard, hard_to_easy,
+band, adarft, dump, sec, pcl, alp_gmm, limr, few_shot).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from rftkit.registry import Registry
+from rftkit.data.curriculum_base import SAMPLERS, Curriculum, Sampler
+from rftkit.data.prompt_stats import PromptPool, PromptStats
 from rftkit.types import Problem
 
-
-@dataclass(frozen=True)
-class PromptStats:
-    """What a step learned about one sampled prompt (curricula read these).
-
-    index: position in the training pool; task/source/difficulty: its labels; reward_mean:
-    the group's pass rate (mean reward); reward_std: the group's reward std; adv_abs_mean:
-    mean |advantage| over the group's completion tokens (0 for a dropped group).
-    """
-
-    index: int
-    task: str
-    source: str
-    difficulty: int
-    reward_mean: float
-    reward_std: float
-    adv_abs_mean: float
-
-
-class Sampler(Protocol):
-    def next(self, batch_size: int) -> list[int]: ...
-
-    def update(self, stats: list[PromptStats]) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-SAMPLERS: Registry[type] = Registry("sampler")
+__all__ = ["SAMPLERS", "Curriculum", "PromptPool", "PromptStats", "Sampler", "UniformSampler"]
 
 
 @SAMPLERS.register("uniform")
@@ -52,6 +28,8 @@ class UniformSampler:
     """Shuffled passes over the pool (sampling without replacement within an epoch)."""
 
     def __init__(self, pool: list[Problem], seed: int) -> None:
+        if not pool:  # an empty pool would make next() loop forever
+            raise ValueError("sampler 'uniform': the training pool is empty")
         self.n = len(pool)
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
@@ -79,3 +57,7 @@ class UniformSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.order, self.pos, self.epoch = list(state["order"]), int(state["pos"]), int(state["epoch"])
+
+
+# Registration of the curricula (each module registers its samplers in SAMPLERS on import).
+from rftkit.data import bandits, curricula, pcl, selection, alp_gmm  # noqa: E402,F401
