@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import yaml
+from rich import box
 from rich.table import Table
 
 from rftkit.report.log import read_metrics
@@ -86,12 +87,14 @@ def eval_console_table(stage: str, step: int, results: dict[str, dict]) -> Table
 
 
 def rich_table(results: list[dict], title: str) -> Table:
+    """One row per metric, one column per stage end: narrow enough for any terminal."""
     header, rows = summary_rows(results)
-    table = Table(title=title)
-    for h in header:
-        table.add_column(h, justify="right" if h not in ("stage",) else "left")
-    for row in rows:
-        table.add_row(*row)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("held-out (%)")
+    for r in rows:
+        table.add_column(f"{r[0]}\nstep {r[1]}", justify="right")
+    for i, h in enumerate(header[2:], start=2):
+        table.add_row(h.replace("greedy_acc", "greedy"), *[r[i] for r in rows])
     return table
 
 

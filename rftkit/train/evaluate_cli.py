@@ -35,7 +35,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
     table = Table(title=f"eval of {model_dir} (%)")
-    table.add_column("split")
+    table.add_column("metric")
     results = {}
     for split in cfg.eval.splits:
         res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
@@ -43,9 +43,9 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
                           max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed)
         results[split] = res
     keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
+    for split in results:  # one column per split, one row per metric: fits any terminal
+        table.add_column(split, justify="right")
     for k in keys:
-        table.add_column(k, justify="right")
-    for split, res in results.items():
-        table.add_row(split, *[f"{100 * res[k]:.1f}" for k in keys])
+        table.add_row(k, *[f"{100 * res[k]:.1f}" for res in results.values()])
     (model_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     return table
