@@ -65,9 +65,10 @@ def run_one(name: str, seed: int, start: Path, out: Path, steps: int, batch: int
 
 
 def summarize(rows: list[dict], start_eval: dict) -> str:
-    def fmt(vals: list[float], scale: float = 100.0) -> str:
+    def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
         m = statistics.mean(vals) * scale
-        return f"{m:.1f} ± {statistics.stdev(vals) * scale:.1f}" if len(vals) > 1 else f"{m:.1f}"
+        sd = f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else ""
+        return f"{m:.{digits}f}{sd}"
 
     lines = ["| recipe | held-out pass@1 (%) | pass@16 (%) | greedy (%) | final entropy (nats/token) | wall time (s) |",
              "|---|---|---|---|---|---|",
@@ -80,8 +81,8 @@ def summarize(rows: list[dict], start_eval: dict) -> str:
     for k in order:
         rs = by[k]
         lines.append(f"| {k} | {fmt([r['pass@1'] for r in rs])} | {fmt([r['pass@16'] for r in rs])} | "
-                     f"{fmt([r['greedy'] for r in rs])} | {fmt([r['entropy'] for r in rs], 1.0)} | "
-                     f"{fmt([r['wall_s'] for r in rs], 1.0)} |")
+                     f"{fmt([r['greedy'] for r in rs])} | {fmt([r['entropy'] for r in rs], 1.0, 3)} | "
+                     f"{fmt([r['wall_s'] for r in rs], 1.0, 0)} |")
     return "\n".join(lines)
 
 
