@@ -83,7 +83,8 @@ def test_band_boundaries_and_filtered_fraction():
     ok, numbers = s.eligible()
     assert ok[[0, 1, 4]].all() and not ok[[2, 3, 5, 6]].any()  # [low, high] inclusive
     assert ok[7:].all()  # never seen: allowed
-    assert numbers == {"eligible": 26.0, "seen": 7.0, "unseen": 23.0, "below_low": 2.0, "above_high": 2.0}
+    assert numbers == {"eligible": 26.0, "seen": 7.0, "unseen": 23.0, "unseen_filtered": 0.0, "below_low": 2.0,
+                       "above_high": 2.0}
     batch = s.next(30)  # one full pass: 26 eligible taken, 4 skipped
     assert set(batch[:26]) == set(np.flatnonzero(ok).tolist()) and set(batch) == set(batch[:26])
     m = s.update([])
@@ -109,11 +110,25 @@ def test_band_fallback_uniform_and_error():
     e.update(all_solved)
     with pytest.raises(ValueError, match=r"sampler 'band' cannot fill.*eligible=0, seen=30.*above_high=30"):
         e.next(5)
-    nothing = SAMPLERS.get("band")(POOL, 0, allow_unseen=False, fallback="error")
-    with pytest.raises(ValueError, match="unseen prompts are not allowed"):
+    nothing = SAMPLERS.get("band")(POOL, 0, unseen="deny", fallback="error")
+    with pytest.raises(ValueError, match=r"\(unseen prompts: deny\)"):
         nothing.next(3)
     with pytest.raises(ValueError, match="fallback must be one of"):
         SAMPLERS.get("band")(POOL, 0, fallback="retry")
+
+
+def test_band_judges_unseen_prompts_by_their_level_or_source():
+    s = SAMPLERS.get("band")(POOL, 0, unseen="level")
+    s.update([stat(0, 1.0), stat(10, 0.5), stat(20, 0.0)])  # one prompt seen per level
+    ok, numbers = s.eligible()
+    assert not ok[:10].any() and ok[10:20].all() and not ok[20:].any()
+    assert numbers["unseen_filtered"] == 18.0 and sources(s.next(5)) == {"mid"}
+    fresh = SAMPLERS.get("band")(POOL, 0, unseen="source")
+    fresh.update([stat(20, 0.0)])  # no statistics for easy / mid yet: allowed
+    ok, _ = fresh.eligible()
+    assert ok[:20].all() and not ok[20:].any()
+    with pytest.raises(ValueError, match="unseen must be one of"):
+        SAMPLERS.get("band")(POOL, 0, unseen="maybe")
 
 
 def test_band_max_age_expires_statistics():

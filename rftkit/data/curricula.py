@@ -124,23 +124,38 @@ class BandSampler(Curriculum):
     """Online difficulty filtering (Bae et al. 2025, arXiv:2504.03380, "balanced" filtering).
 
     Keep prompts whose recent pass rate (mean of the last `window` group pass rates) lies in
-    [low, high]; never-seen prompts are allowed when `allow_unseen`; with `max_age` > 0 a
-    prompt's statistics expire that many steps after it was last seen (it becomes "unseen"
-    again, so a once too-hard prompt is re-tested). Draws walk shuffled passes over the pool,
-    skipping filtered prompts; logs curriculum/filtered_fraction (skipped / examined) and
-    curriculum/eligible_fraction. The paper filters on the current rollouts' accuracy (that
-    is the loop's `rl.zero_variance: refill`); this is the cheap sampler-side variant on
-    last-seen pass rates. The band [0.2, 0.8] is a default, not the paper's verified value.
+    [low, high]. A never-seen prompt is, per `unseen`: "allow"ed, "deny"ed, or judged by the
+    recent mean pass rate of its difficulty "level" or its "source" (the pool's aggregate
+    windows; allowed while that level / source has no statistics either). With `max_age` > 0 a
+    prompt's own statistics expire that many steps after it was last seen (it is judged as
+    unseen again, so a once too-hard prompt is re-tested). Draws walk shuffled passes over the
+    pool, skipping filtered prompts; logs curriculum/filtered_fraction (skipped / examined) and
+    curriculum/eligible_fraction. The paper filters on the current rollouts' accuracy (that is
+    the loop's `rl.zero_variance: refill`); this is the cheap sampler-side variant on history,
+    and the level / source estimate for unseen prompts is rftkit's addition (on a pool much
+    larger than the prompts a run sees, "allow" filters almost nothing). The band [0.2, 0.8] is
+    a default, not the paper's verified value.
     """
 
     name = "band"
+    UNSEEN = ("allow", "deny", "level", "source")
 
     def __init__(self, pool: list[Problem], seed: int, *, low: float = 0.2, high: float = 0.8, window: int = 4,
-                 allow_unseen: bool = True, max_age: int = 0, fallback: str = "uniform") -> None:
+                 unseen: str = "allow", max_age: int = 0, fallback: str = "uniform") -> None:
         super().__init__(pool, seed, fallback=fallback, window=window)
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"sampler 'band': need 0 <= low <= high <= 1, got low={low}, high={high}")
-        self.low, self.high, self.allow_unseen, self.max_age = low, high, allow_unseen, max_age
+        if unseen not in self.UNSEEN:
+            raise ValueError(f"sampler 'band': unseen must be one of {list(self.UNSEEN)}, got {unseen!r}")
+        self.low, self.high, self.unseen, self.max_age = low, high, unseen, max_age
+
+    def unseen_estimate(self) -> np.ndarray:
+        """[n] the pass rate an unseen prompt is judged by (NaN = no estimate: allowed)."""
+        if self.unseen == "level":
+            means = {d: float(np.mean(a.pass_rates)) for d, a in self.stats.levels.items() if a.pass_rates}
+            return np.array([means.get(int(d), np.nan) for d in self.difficulty])
+        means = {s: float(np.mean(a.pass_rates)) for s, a in self.stats.sources.items() if a.pass_rates}
+        return np.array([means.get(s, np.nan) for s in self.source_of])
 
     def eligible(self) -> tuple[np.ndarray, dict[str, float]]:
         rates = np.full(self.n, np.nan)
@@ -149,8 +164,16 @@ class BandSampler(Curriculum):
                 rates[i] = float(np.mean(rec["pass_rates"]))
         seen = ~np.isnan(rates)
         r = np.where(seen, rates, 0.5)
-        ok = np.where(seen, (r >= self.low) & (r <= self.high), self.allow_unseen)
+        in_band = (r >= self.low) & (r <= self.high)
+        if self.unseen in ("level", "source"):
+            est = self.unseen_estimate()
+            e = np.where(np.isnan(est), 0.5, est)
+            unseen_ok = np.isnan(est) | ((e >= self.low) & (e <= self.high))
+        else:
+            unseen_ok = np.full(self.n, self.unseen == "allow")
+        ok = np.where(seen, in_band, unseen_ok)
         numbers = {"eligible": float(ok.sum()), "seen": float(seen.sum()), "unseen": float((~seen).sum()),
+                   "unseen_filtered": float((~seen & ~unseen_ok).sum()),
                    "below_low": float((seen & (r < self.low)).sum()), "above_high": float((seen & (r > self.high)).sum())}
         return ok, numbers
 
@@ -158,7 +181,7 @@ class BandSampler(Curriculum):
         ok, numbers = self.eligible()
         if not ok.any():
             return self.cannot_fill(batch_size, f"no prompt has a recent pass rate in [{self.low}, {self.high}]"
-                                    + ("" if self.allow_unseen else " and unseen prompts are not allowed"), numbers)
+                                    + ("" if self.unseen == "allow" else f" (unseen prompts: {self.unseen})"), numbers)
         st = self.streams.setdefault("pass", {"order": [], "pos": 0})
         out: list[int] = []
         examined, passes = 0, 0
