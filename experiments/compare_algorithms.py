@@ -49,7 +49,7 @@ def run_one(name: str, seed: int, start: Path, out: Path, steps: int, batch: int
     rl = next(s for s in tree["stages"] if s["name"] == "rl")
     rl.update(steps=steps, batch_size=batch)
     tree.update(out_dir=str(out), name=f"{name}-s{seed}", seed=seed, progress=False, stages=[rl])
-    tree["model"] = {**tree.get("model", {}), "init": str(start)}
+    tree["model"] = {**tree.get("model", {}), "init": str(start), "threads": 1}
     tree["data"] = {**tree["data"], "test_size": test_size}
     tree["eval"] = {**tree.get("eval", {}), "splits": ["test"]}
     cfg = validate(tree, name)
@@ -117,13 +117,19 @@ def main() -> None:
     args = ap.parse_args()
     start = args.start or shared_start(args.out)
     start_eval = json.loads((start.parents[1] / "eval" / "sft.json").read_text())["results"]["test"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"  # one row per finished run: a rerun skips what is done
+    done = {(r["recipe"], r["seed"]): r for r in map(json.loads, results.read_text().splitlines())} \
+        if results.is_file() else {}
     rows = []
     for seed in args.seeds:
         for name in args.recipes:
-            rows.append(run_one(name, seed, start, args.out, args.steps, args.batch, args.test_size))
-            print(json.dumps(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+            if (name, seed) not in done:
+                done[(name, seed)] = run_one(name, seed, start, args.out, args.steps, args.batch, args.test_size)
+                with results.open("a") as f:
+                    f.write(json.dumps(done[(name, seed)]) + "\n")
+                print(json.dumps(done[(name, seed)]), flush=True)
+            rows.append(done[(name, seed)])
     table = summarize(rows, start_eval)
     plot(rows, ROOT / "docs" / "img" / "algorithms.png")
     cmd = (f"python experiments/compare_algorithms.py --seeds {' '.join(map(str, args.seeds))} "

@@ -109,6 +109,9 @@ def attach_curves(rows: list[dict], out: Path, batch: int, group: int = 8) -> No
         if path.is_file():
             records = [json.loads(x) for x in path.read_text().splitlines()]
             row["curve"] = curve(records, batch, group, row["start"])
+            zero = [r["adv/zero_std_frac"] for r in records if "adv/zero_std_frac" in r]
+            row["signal"] = 1.0 - statistics.mean(zero) if zero else float("nan")
+            row["fallback_steps"] = sum(r.get("curriculum/fallback", 0.0) for r in records)
 
 
 def run_one(name: str, seed: int, start: Path, out: Path, args) -> dict:
@@ -148,7 +151,7 @@ def summarize(rows: list[dict], gains: list[float]) -> str:
         by.setdefault(r["sampler"], []).append(r)
     cols = [f"rollouts (k) / train s to +{100 * g:.0f} pts [reached]" for g in gains]
     head = ["sampler", *cols, "final held-out (%)", "final d3 learnable (%)", "final d4 hard (%)",
-            "final d5 too hard (%)", "prompts drawn: easy / learnable / hard / too hard (%)"]
+            "final d5 too hard (%)", "groups with signal (%)", "prompts drawn: easy / learnable / hard / too hard (%)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in [s for s in SAMPLERS if s in by] + sorted(set(by) - set(SAMPLERS)):
         rs = by[name]
@@ -160,6 +163,7 @@ def summarize(rows: list[dict], gains: list[float]) -> str:
         cells.append(fmt([r["final"]["greedy_acc"] for r in rs], 100))
         cells += [fmt([r["final"].get(f"greedy_acc/d{LEVELS[k]}", float("nan")) for r in rs], 100)
                   for k in ("learnable", "hard", "too_hard")]
+        cells.append(fmt([r.get("signal", float("nan")) for r in rs], 100, 0))
         share = " / ".join(fmt([r["shares"][s] for r in rs], 100, 0) for s in LEVELS)
         if name == "uniform":  # logs no shares: it draws in proportion to the pool (equal sources)
             share = "25 / 25 / 25 / 25 (pool shares)"
@@ -231,7 +235,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--eval-every", type=int, default=5)
-    ap.add_argument("--gains", type=float, nargs="+", default=[0.03, 0.05])
+    ap.add_argument("--gains", type=float, nargs="+", default=[0.03, 0.05, 0.07])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "curriculum")
     args = ap.parse_args()
     torch.set_num_threads(1)

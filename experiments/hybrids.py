@@ -69,7 +69,7 @@ def methods(steps: int, batch: int) -> dict[str, list[dict]]:
 
 
 def tree(name: str, stages: list[dict], out: Path, seed: int, init: str | None) -> dict:
-    t = {"seed": seed, "name": name, "out_dir": str(out), "progress": False, "model": {"size": "micro"},
+    t = {"seed": seed, "name": name, "out_dir": str(out), "progress": False, "model": {"size": "micro", "threads": 1},
          "data": copy.deepcopy(DATA), "rollout": {"group_size": 8, "max_new_tokens": 48},
          "stages": stages, "eval": {"splits": ["test"], "n_samples": 16, "ks": [1, 16]}}
     if init:
@@ -109,16 +109,24 @@ def main() -> None:
     if not (base_dir / "models" / "base").is_dir():
         run("base", [BASE], args.out, 0, None)
     base = per_source(base_dir, "base")
+    results = args.out / "results.jsonl"  # one row per finished run: a rerun skips what is done
+    done = {(r["method"], r["seed"]): r for r in map(json.loads, results.read_text().splitlines())} \
+        if results.is_file() else {}
     rows = []
     for seed in args.seeds:
         for name, stages in methods(args.steps, args.batch).items():
             if args.methods and name not in args.methods:
                 continue
-            t0 = time.perf_counter()
-            d = run(f"{name}-s{seed}", stages, args.out, seed, str(base_dir / "models" / "base"))
-            rows.append({"method": name, "seed": seed, "wall_s": time.perf_counter() - t0,
-                         **{f"{src}/{k}": v for src, res in per_source(d, "train").items() for k, v in res.items()}})
-            print(json.dumps(rows[-1]), flush=True)
+            if (name, seed) not in done:
+                t0 = time.perf_counter()
+                d = run(f"{name}-s{seed}", stages, args.out, seed, str(base_dir / "models" / "base"))
+                done[(name, seed)] = {"method": name, "seed": seed, "wall_s": time.perf_counter() - t0,
+                                      **{f"{src}/{k}": v for src, res in per_source(d, "train").items()
+                                         for k, v in res.items()}}
+                with results.open("a") as f:
+                    f.write(json.dumps(done[(name, seed)]) + "\n")
+                print(json.dumps(done[(name, seed)]), flush=True)
+            rows.append(done[(name, seed)])
     (args.out / "results.json").write_text(json.dumps({"base": base, "rows": rows}, indent=1))
     write_doc(base, rows, args)
 

@@ -70,6 +70,42 @@ def test_sampling_is_seeded_and_masks_are_consistent():
         assert bool(a.truncated[row]) == (gen_ids[-1] != TOK.eos_id)
 
 
+class _EosHeavy(torch.nn.Module):
+    """The nano GPT with the eos logit raised, so rows end at different steps."""
+
+    def __init__(self, model, boost=2.5):
+        super().__init__()
+        self.inner, self.boost, self.cfg = model, boost, model.cfg
+
+    def new_cache(self, batch, max_len):
+        return self.inner.new_cache(batch, max_len)
+
+    def forward(self, ids, positions=None, key_mask=None, cache=None):
+        logits = self.inner(ids, positions=positions, key_mask=key_mask, cache=cache).clone()
+        logits[..., TOK.eos_id] += self.boost
+        return logits
+
+
+def test_finished_rows_leave_the_batch_without_changing_the_others():
+    """Rows drop out of the decode batch as they finish (and a group's shared prompt is
+    prefilled once): every row still equals a teacher-forced forward of its own sequence."""
+    from rftkit.train.batches import token_logprobs
+
+    model = _EosHeavy(_model(2)).eval()
+    prompts = [[TOK.bos_id] + TOK.encode(p) for p in PROMPTS]
+    gen = KVCacheEngine(model, TOK).generate(prompts, SamplingParams(n=6, max_new_tokens=14, temperature=1.0, seed=3))
+    lengths = gen.mask.sum(1)
+    assert len(set(lengths.tolist())) >= 3 and bool((~gen.truncated).any())  # rows ended at different steps
+    with torch.no_grad():
+        lp, _ = token_logprobs(model, gen.tokens)
+    assert torch.allclose(lp * gen.mask, gen.logp, atol=1e-5)
+    for row in range(gen.tokens.shape[0]):
+        start, n = int(gen.prompt_lens[row]), int(lengths[row])
+        comp = gen.tokens[row, start:start + n].tolist()
+        assert TOK.eos_id not in comp[:-1]  # stops at its first eos
+        assert bool(gen.truncated[row]) == (comp[-1] != TOK.eos_id)
+
+
 def test_stop_strings_end_generation():
     model = _model(2)
     prompts = [[TOK.bos_id] + TOK.encode("add:1+1=")]

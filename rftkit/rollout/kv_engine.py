@@ -48,33 +48,50 @@ class KVCacheEngine:
         if plen + max_new > limit:
             raise ValueError(f"prompt of {plen} tokens + max_new_tokens {max_new} exceeds the "
                              f"model context of {limit}; lower rollout.max_new_tokens")
-        ids = torch.full((b, plen), self.tok.pad_id, dtype=torch.long, device=device)
-        key_mask = torch.zeros((b, plen + max_new), dtype=torch.bool, device=device)
-        for i, r in enumerate(rows):
-            ids[i, plen - len(r):] = torch.tensor(r, device=device)
-            key_mask[i, plen - len(r):] = True
-        pos = (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
-        cache = self.model.new_cache(b, plen + max_new)
-        logits = self.model(ids, positions=pos, key_mask=key_mask, cache=cache)[:, -1]
-        next_pos = pos[:, -1:] + 1
+        logits, cache, key_mask, next_pos = self._prefill(rows, plen, max_new, device)
         out_tok = torch.full((b, max_new), self.tok.pad_id, dtype=torch.long, device=device)
         out_lp = torch.zeros((b, max_new), device=device)
-        done = torch.zeros(b, dtype=torch.bool, device=device)
         lengths = torch.full((b,), max_new, dtype=torch.long, device=device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)  # emitted eos or a stop string
+        live = torch.arange(b, device=device)  # original row of each row still decoding
         n_steps = 0
         for t in range(max_new):
             tok, lp = sample_next(logits, params.temperature, params.top_k, params.top_p, gen)
-            tok = torch.where(done, self.tok.pad_id, tok)
-            out_tok[:, t], out_lp[:, t] = tok, lp.masked_fill(done, 0.0)
+            out_tok[live, t], out_lp[live, t] = tok, lp
             n_steps = t + 1
-            finished = (tok == self.tok.eos_id) | self._hit_stop(out_tok[:, : t + 1], params.stop)
-            lengths = torch.where(finished & ~done, t + 1, lengths)
-            done = done | finished
-            if bool(done.all()) or t == max_new - 1:
+            finished = (tok == self.tok.eos_id) | self._hit_stop(out_tok[live, : t + 1], params.stop)
+            lengths[live[finished]] = t + 1
+            done[live[finished]] = True
+            if bool(finished.all()) or t == max_new - 1:
                 break
             key_mask[:, plen + t] = True
+            if bool(finished.any()):
+                # Finished rows leave the batch (cache rows too): later steps only pay for live rows.
+                keep = (~finished).nonzero().squeeze(1)
+                live, tok, key_mask, next_pos = live[keep], tok[keep], key_mask[keep], next_pos[keep]
+                cache.select(keep)
             logits = self.model(tok[:, None], positions=next_pos + t, key_mask=key_mask, cache=cache)[:, -1]
         return rows, out_tok[:, :n_steps], out_lp[:, :n_steps], done, lengths.clamp(max=n_steps)
+
+    def _prefill(self, rows: list[list[int]], plen: int, max_new: int, device):
+        """One forward over the distinct prompts (a GRPO group shares one), then the cache and
+        the last logits are copied out to every row. -> logits [B, V], cache, key_mask, next_pos."""
+        index: dict[tuple[int, ...], int] = {}
+        inverse = torch.tensor([index.setdefault(tuple(r), len(index)) for r in rows], device=device)
+        uniq = list(index)
+        u = len(uniq)
+        ids = torch.full((u, plen), self.tok.pad_id, dtype=torch.long, device=device)
+        key_mask = torch.zeros((u, plen + max_new), dtype=torch.bool, device=device)
+        for i, r in enumerate(uniq):
+            ids[i, plen - len(r):] = torch.tensor(r, device=device)
+            key_mask[i, plen - len(r):plen] = True
+        pos = (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
+        cache = self.model.new_cache(u, plen + max_new)
+        logits = self.model(ids, positions=pos, key_mask=key_mask, cache=cache)[:, -1]
+        if u < len(rows):
+            cache.select(inverse)
+            logits, key_mask, pos = logits[inverse], key_mask[inverse], pos[inverse]
+        return logits, cache, key_mask, pos[:, -1:] + 1
 
     def _hit_stop(self, generated: Tensor, stop: tuple[str, ...]) -> Tensor:
         """Bool [B]: the decoded text of each row ends with one of the stop strings."""

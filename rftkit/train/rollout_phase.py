@@ -25,7 +25,8 @@ from rftkit.algos.shaping import dapo_overlong_penalty, kl_in_reward
 from rftkit.data.samplers import PromptStats
 from rftkit.rollout.base import SamplingParams
 from rftkit.tasks.base import verify
-from rftkit.train.batches import pad, token_logprobs
+from rftkit.train.batches import pad
+from rftkit.train.shared_prefix import rollout_logprobs
 from rftkit.types import Problem, RolloutBatch, Verdict
 
 
@@ -240,7 +241,7 @@ def _greedy_rewards(parts, problems: list[Problem], group_ids: Tensor, seed: int
 
 @torch.no_grad()
 def _frozen(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    return token_logprobs(model, tokens, temperature)[0] * mask
+    return rollout_logprobs(model, tokens, mask, temperature)[0] * mask
 
 
 def rollout(parts, indices: list[int], seed: int, kl_coef: float,
