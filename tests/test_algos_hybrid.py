@@ -17,7 +17,7 @@ from rftkit.algos.objectives import OBJECTIVES, LossInputs
 
 A = pytest.approx
 LOG = math.log
-HYBRID_OBJECTIVES = ["dft", "asft", "chord_sft", "prefix_sft", "teacher_kl"]
+HYBRID_OBJECTIVES = ["dft", "asft", "chord_sft", "otr", "prefix_sft", "teacher_kl"]
 HYBRID_LOSSES = ["luffy", "rl_plus"]
 
 
@@ -51,6 +51,7 @@ def test_every_hybrid_part_is_registered_with_a_source(hybrid):
     assert OBJECTIVES.get("asft").needs == {"demos", "ref_demos"}
     assert OBJECTIVES.get("teacher_kl").needs == {"rollout", "teacher"}
     assert OBJECTIVES.get("prefix_sft").needs == {"rollout"}
+    assert OBJECTIVES.get("otr").needs == {"demos", "demo_dist"}
     for fn in (hybrid.chord_mu, hybrid.srft_weights, hybrid.sasr_choose, hybrid.amft_update,
                hybrid.amft_meta_gradient, hybrid.ghpo_hint_ratio, hybrid.ghpo_hint,
                hybrid.prefix_ratio, hybrid.prefix_length):
@@ -188,7 +189,7 @@ def test_prefix_sft_only_touches_prefix_tokens():
 
 
 def test_chord_mu_schedule(hybrid):
-    mu = lambda s: hybrid.chord_mu(s, warmup_steps=10, decay_steps=20, peak=0.9, valley=0.05)  # noqa: E731
+    mu = lambda s: hybrid.chord_mu(s, warmup_steps=10, decay_steps=20, peak=0.9, valley=0.05)
     assert [mu(0), mu(5), mu(10), mu(20), mu(30), mu(99)] == A([0.0, 0.45, 0.9, 0.475, 0.05, 0.05])
     assert hybrid.chord_mu(0) == 0.1  # Trinity default: constant 0.1 (CHORD-phi)
 

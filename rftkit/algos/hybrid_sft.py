@@ -1,10 +1,11 @@
-"""SFT-side objectives on demonstrations: DFT, ASFT (DFT + KL anchor), CHORD-phi.
+"""SFT-side objectives on demonstrations: DFT, ASFT (DFT + KL anchor), CHORD-phi, OTR.
 
     ObjectiveFn(inp: LossInputs, *, knobs) -> (scalar loss, metrics dict of floats)
 
 They read the demonstration part of LossInputs: demo_logp [M, T] (current policy, with
 grad), demo_mask [M, T] (1 on trained demonstration tokens) and, for ASFT, demo_ref_logp
-[M, T] (the frozen reference on the same tokens, needs "ref_demos"). Notation: p = exp(demo_logp)
+[M, T] (the frozen reference on the same tokens, needs "ref_demos"); OTR also reads the full
+next-token distribution demo_next_logp [M, T-1, V] (needs "demo_dist"). Notation: p = exp(demo_logp)
 is the policy's probability of the demonstration token, sg = stop-gradient. Registered on
 import of `rftkit.algos.hybrid`; formulas, sources and knobs are tabled in docs/hybrids_math.md.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rftkit.algos.kl import KL_ESTIMATORS
@@ -132,3 +134,83 @@ def chord_sft_objective(inp: LossInputs, *, cutoff_prob: float = 1.0,
     value = AGGREGATIONS.get(agg)(-phi * logp, inp.demo_mask)
     return value, {"loss/chord_sft": float(value.detach()),
                    "mix/sft_token_weight_mean": float(masked_mean(phi, inp.demo_mask))}
+
+
+@torch.no_grad()
+def otr_samples(logp_all: Tensor, mask: Tensor, *, k: int, temperature: float,
+                generator: torch.Generator | None = None) -> Tensor:
+    """K candidate tokens per trained position from the exploratory policy softmax(logits / temperature).
+
+    Shapes: logp_all [N, T, V] (log pi; softmax(log pi / kappa) = softmax(logits / kappa)),
+    mask [N, T] -> samples [N, T, K] (long). Positions off the mask get token 0 and are never read.
+    Only the masked rows are tempered and sampled, in place, so the extra memory is one
+    [n_masked, V] tensor without grad. Pass a seeded `generator` for reproducible draws (the loop
+    does, see otr_objective).
+    """
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"otr needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    keep = mask > 0
+    out = torch.zeros(*mask.shape, k, dtype=torch.long, device=logp_all.device)
+    if bool(keep.any()):
+        # exp((l - max) / kappa) in place on the one copy indexing makes; multinomial normalizes itself
+        w = logp_all.detach()[keep].float().div_(temperature)
+        w = w.sub_(w.amax(-1, keepdim=True)).exp_()
+        out[keep] = torch.multinomial(w, k, replacement=True, generator=generator)
+    return out
+
+
+def otr_token_loss(logp_all: Tensor, targets: Tensor, mask: Tensor, samples: Tensor, *,
+                   wrong_reward: float = -0.1) -> tuple[Tensor, dict]:
+    """One-Token Rollout per-token loss: -(1/K) sum_j R_j log pi(a_j), R_j = 1 if a_j == target else beta.
+
+    The REINFORCE estimate of each position as a one-step episode (no baseline, no importance
+    weight). Shapes: logp_all [N, T, V] (log pi, with grad), targets [N, T] (ground-truth ids), mask
+    [N, T], samples [N, T, K] (`otr_samples`) -> (per-token loss [N, T], zero off the mask; metrics).
+    beta = `wrong_reward` must be < 1: drawn from pi itself (temperature 1) the expected gradient is
+    then (1 - beta) p grad log p, a positive multiple of DFT's (sum_a pi(a) grad log pi(a) = 0), so a
+    negative beta pushes down the sampled wrong tokens and, in expectation, pulls up the target.
+    Metrics: mix/otr_hit_rate (share of samples equal to the target), mix/otr_target_sampled (share
+    of positions where at least one sample hit it; the others get no direct pull towards the target).
+    """
+    if wrong_reward >= 1.0:
+        raise ValueError(f"otr wrong_reward must be < 1 (the target's reward), got {wrong_reward}")
+    lp = logp_all.gather(-1, samples)  # [N, T, K], with grad
+    hit = samples == targets.unsqueeze(-1)
+    reward = torch.where(hit, 1.0, wrong_reward).to(lp.dtype)
+    per_token = -(reward * lp).mean(-1) * mask
+    keep = mask > 0
+    n = keep.sum().clamp(min=1)
+    metrics = {"mix/otr_hit_rate": float(hit[keep].float().mean()) if bool(keep.any()) else 0.0,
+               "mix/otr_target_sampled": float(hit.any(-1)[keep].sum() / n)}
+    return per_token, metrics
+
+
+@objective("otr", needs={"demos", "demo_dist"})
+def otr_objective(inp: LossInputs, *, k: int = 256, temperature: float = 1.3, wrong_reward: float = -0.1,
+                  agg: str = "token_mean") -> tuple[Tensor, dict]:
+    """One-Token Rollout: each demonstration position is a one-step RL episode scored by the gold token.
+
+    Ming et al. 2025, "One-Token Rollout: Guiding Supervised Fine-Tuning of LLMs with Policy
+    Gradient" (arXiv:2509.26313). No official code was found; the rule is from secondary reviews of
+    the paper (themoonlight.io zh review; liner.com review): at every position sample K candidates
+    from the exploratory policy softmax(logits / kappa), kappa > 1 (e.g. 1.3), K e.g. 256; reward 1
+    for the ground-truth token, beta < 1 otherwise; a policy gradient on them, whose second term
+    penalizes probability on the sampled incorrect tokens. OUR RECONSTRUCTION (unconfirmed): the loss
+    form -(1/K) sum_j R_j log pi_theta(a_j) with pi_theta at temperature 1 and no importance weight
+    for sampling at kappa, no baseline, no forced ground-truth candidate, and beta's default -0.1
+    (only beta < 1 was retrieved). Per token `otr_token_loss`, then `agg` over demo_mask.
+    Samples come from a torch.Generator seeded by LossInputs.seed (the step seed per micro-batch),
+    never the global RNG. Needs demo_next_logp [M, T-1, V], demo_tokens, demo_mask [M, T], seed.
+    Metrics: loss/otr, mix/otr_hit_rate, mix/otr_target_sampled.
+    """
+    need(inp, ("demo_next_logp", "demo_tokens", "demo_mask", "seed"), "otr")
+    logp_all = inp.demo_next_logp
+    targets, mask = inp.demo_tokens[:, 1:], inp.demo_mask[:, 1:]  # aligned with demo_next_logp
+    gen = torch.Generator(device=logp_all.device)
+    gen.manual_seed(inp.seed)
+    samples = otr_samples(logp_all, mask, k=k, temperature=temperature, generator=gen)
+    per_token, metrics = otr_token_loss(logp_all, targets, mask, samples, wrong_reward=wrong_reward)
+    per_token = F.pad(per_token, (1, 0))  # back to [M, T]; position 0 (bos) is never a target
+    value = AGGREGATIONS.get(agg)(per_token, inp.demo_mask)
+    metrics["loss/otr"] = float(value.detach())
+    return value, metrics

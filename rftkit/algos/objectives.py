@@ -44,7 +44,12 @@ class LossInputs:
     tokens of prefix rollouts, Prefix-RFT; they are not in `mask`), teacher_logp [N, T]
     (a teacher's log-probs of the rollout tokens, needs "teacher", KDRL).
     Demonstration part: demo_logp [M, T] (with grad), demo_mask [M, T], demo_entropy [M, T],
-    demo_ref_logp [M, T] (reference policy on the demonstrations, needs "ref_demos").
+    demo_tokens [M, T] (the demonstration token ids), demo_ref_logp [M, T] (reference policy on
+    the demonstrations, needs "ref_demos"), demo_next_logp [M, T-1, V] (with grad, needs
+    "demo_dist"): the full next-token log-softmax, demo_next_logp[:, t] = log pi(. | tokens[:, :t+1])
+    is the distribution of demo_tokens[:, t+1] (the tensor the forward pass builds anyway; OTR).
+    seed: a reproducible per-micro-batch seed derived from the step seed, for objectives that
+    sample (OTR): they draw from their own torch.Generator, never the global RNG, so resume is exact.
     """
 
     logp: Tensor | None = None
@@ -66,6 +71,9 @@ class LossInputs:
     demo_mask: Tensor | None = None
     demo_entropy: Tensor | None = None
     demo_ref_logp: Tensor | None = None
+    demo_tokens: Tensor | None = None
+    demo_next_logp: Tensor | None = None
+    seed: int | None = None
 
 
 OBJECTIVES: Registry[Callable] = Registry("objective")
@@ -214,4 +222,4 @@ def needs_of(names: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-__all__ = ["LossInputs", "OBJECTIVES", "objective", "needs_of", "masked_mean"]
+__all__ = ["OBJECTIVES", "LossInputs", "masked_mean", "needs_of", "objective"]

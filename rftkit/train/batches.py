@@ -13,7 +13,7 @@ from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.types import DemoBatch, Problem
 
 
-def pad(rows: list[list[int]], value: float | int, dtype: torch.dtype) -> Tensor:
+def pad(rows: list[list[int]], value: float, dtype: torch.dtype) -> Tensor:
     """[len(rows), max_len] right-padded tensor."""
     t = max((len(r) for r in rows), default=0)
     out = torch.full((len(rows), t), value, dtype=dtype)
@@ -47,6 +47,18 @@ def token_logprobs(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Ten
     with logits divided by `temperature` (the sampling temperature, so the ratio compares the
     same distribution the engine sampled from); position 0 is 0.
     """
+    lp, ent, _ = token_distributions(model, tokens, temperature)
+    return lp, ent
+
+
+def token_distributions(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """`token_logprobs` plus the full next-token log-softmax it is computed from.
+
+    tokens [N, T] -> (logp [N, T], entropy [N, T], next_logp [N, T-1, V]) with
+    next_logp[:, t] = log p(. | tokens[:, :t+1]), the distribution of tokens[:, t+1]. It is the
+    tensor autograd keeps for the backward pass anyway, so returning it costs no memory; it is not
+    padded to [N, T, V] because that copy would (objectives that sample from it: `otr`).
+    """
     logits = model(tokens[:, :-1]).float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
@@ -54,4 +66,4 @@ def token_logprobs(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Ten
     lp = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     ent = -(logprobs.exp() * logprobs).sum(-1)
     zero = lp.new_zeros(tokens.shape[0], 1)
-    return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1)
+    return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1), logprobs

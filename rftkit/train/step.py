@@ -98,7 +98,7 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     metrics["optim/lr"] = _set_lr(parts, step)
     t0 = time.perf_counter()
     if batch is not None or demos is not None:
-        metrics.update(update_policy(parts, state, batch, demos, weights))
+        metrics.update(update_policy(parts, state, batch, demos, weights, seed))
     metrics["time/update"] = time.perf_counter() - t0
     if parts.rl.kl_target is not None and "policy/kl_reward" in metrics:
         state.kl_coef = adaptive_kl_coef(state.kl_coef, metrics["policy/kl_reward"], parts.rl.kl_target,

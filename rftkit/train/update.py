@@ -8,6 +8,7 @@ loop aborts after `max_bad_steps` of them in a row.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs
-from rftkit.train.batches import token_logprobs
+from rftkit.train.batches import token_distributions
+from rftkit.train.shared_prefix import rollout_logprobs
 from rftkit.types import DemoBatch, RolloutBatch
 
 
@@ -32,15 +34,16 @@ class UpdateState:
 def _slices(n: int, parts: int) -> list[slice]:
     """`parts` contiguous, near-equal slices of range(n) (empty ones dropped)."""
     bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
-            ds: slice | None, old_logp: Tensor | None, metrics: dict) -> LossInputs:
+            ds: slice | None, old_logp: Tensor | None, metrics: dict, seed: int) -> LossInputs:
     temp = parts.sampling.temperature
-    inp = LossInputs()
+    inp = LossInputs(seed=seed)
     if batch is not None and rs is not None:
-        logp, ent = token_logprobs(parts.model, batch.tokens[rs], temp)
+        prefix = None if batch.prefix_mask is None else batch.prefix_mask[rs]
+        logp, ent = rollout_logprobs(parts.model, batch.tokens[rs], batch.mask[rs], temp, prefix)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
         inp.advantages = batch.advantages[rs]
         inp.behav_logp = batch.old_logp[rs]
@@ -59,11 +62,22 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
             metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], inp.mask))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
     if demos is not None and ds is not None:
-        dlp, dent = token_logprobs(parts.model, demos.tokens[ds])
+        dlp, dent, next_logp = token_distributions(parts.model, demos.tokens[ds])
         inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
+        inp.demo_tokens = demos.tokens[ds]
+        if "demo_dist" in parts.needs:  # only handed out when asked for, so the trace stays explicit
+            inp.demo_next_logp = next_logp
         if "ref_demos" in parts.needs:
             inp.demo_ref_logp = _frozen_logp(parts.ref_model, demos.tokens[ds], demos.mask[ds], 1.0)
     return inp
+
+
+def _micro_seed(seed: int, *index: int) -> int:
+    """A reproducible seed per micro-batch of a step (epoch, minibatch, accumulation index), from the
+    step seed alone: objectives that sample (otr) draw the same samples after an exact resume."""
+    for i in index:
+        seed = (seed * 1_000_003 + (i + 1) * 7919) % (2**31 - 1)
+    return seed
 
 
 def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
@@ -72,7 +86,7 @@ def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
 
 @torch.no_grad()
 def _frozen_logp(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    return token_logprobs(model, tokens, temperature)[0] * mask
+    return rollout_logprobs(model, tokens, mask, temperature)[0] * mask
 
 
 def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: dict) -> Tensor:
@@ -91,7 +105,7 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
 
 
 def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: DemoBatch | None,
-                  weights: dict[str, float]) -> dict[str, float]:
+                  weights: dict[str, float], seed: int = 0) -> dict[str, float]:
     n_opt = parts.update_epochs * parts.minibatches
     old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch.tokens, batch.mask, parts.sampling.temperature)
     metrics: dict[str, list[float]] = defaultdict(list)
@@ -99,11 +113,12 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
         metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, batch.mask))
     n_rows = len(batch.rewards) if batch is not None else 0
     n_demo = len(demos.problems) if demos is not None else 0
-    for _ in range(parts.update_epochs):
+    for epoch in range(parts.update_epochs):
         r_mb = _slices(n_rows, parts.minibatches) if n_rows else [None] * parts.minibatches
         d_mb = _slices(n_demo, parts.minibatches) if n_demo else [None] * parts.minibatches
-        for rs, ds in zip(r_mb, d_mb):
-            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics)
+        for j, (rs, ds) in enumerate(zip(r_mb, d_mb)):
+            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics,
+                            _micro_seed(seed, epoch, j))
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["optim/bad_steps_total"] = float(state.bad_total)
     return out
@@ -118,14 +133,14 @@ def _sub(s: slice | None, k: int, i: int) -> slice | None:
     return slice(s.start + inner[i].start, s.start + inner[i].stop)
 
 
-def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics) -> None:
+def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics, seed: int) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
     finite = True
     for i in range(parts.grad_accum):
         sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
         if sub_r is None and sub_d is None:
             continue
-        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics)
+        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics, _micro_seed(seed, i))
         loss = _objective_sum(parts, inp, weights, metrics)
         if loss is None:
             continue
