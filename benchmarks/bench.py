@@ -25,7 +25,8 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-PARTS = ("grpo", "engine", "sft")
+PARTS = ("grpo", "engine", "sft", "learn")
+TRL_LRS = (1e-5, 3e-5, 1e-4)
 
 
 def have_trl() -> bool:
@@ -85,6 +86,12 @@ def run(opts) -> dict:
         a = {**base, "steps": 50 if opts.steps is None and not opts.quick else steps, "warmup": warm, "lr": 1e-4}
         out["sft"] = {"rftkit": run_worker("sft_rftkit", a, workdir),
                       "trl": run_worker("sft_trl", a, workdir) if have_trl() else {"error": "trl not installed"}}
+    if "learn" in only:
+        a = {**base, "heldout": opts.heldout, "eval_every": opts.eval_every, "max_steps": opts.learn_steps,
+             "target": opts.target}
+        out["learn"] = {"rftkit": run_worker("learn_rftkit", a, workdir)}
+        for lr in TRL_LRS if have_trl() else ():
+            out["learn"][f"trl lr={lr:g}"] = run_worker("learn_trl", {**a, "lr": lr}, workdir)
     out["machine"]["load_end"] = common.loadavg()
     out["gpu"] = "not measured (no CUDA device on this machine)"
     return out
@@ -133,9 +140,30 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
         out.append(("SFT samples/s", f"{r.get('samples_per_s', float('nan')):.1f}",
                     f"TRL {t.get('samples_per_s', float('nan')):.1f}",
                     f"{ratio(r.get('samples_per_s'), t.get('samples_per_s')):.2f}x"))
-    out.append(("learning speed to 0.9 acc", "not measured", "", ""))
+    out += learn_rows(res.get("learn"))
     out.append(("GPU (0.5B Qwen2 bf16)", "not measured", "no GPU", ""))
     return out
+
+
+def learn_rows(learn: dict | None) -> list[tuple[str, str, str, str]]:
+    """Samples / training seconds to the target accuracy: rftkit vs TRL's best lr (the fastest)."""
+    if not learn:
+        return [("learning speed", "not run (--only learn)", "", "")]
+    fmt = lambda v: "not reached" if not v.get("reached") else (  # noqa: E731
+        f"{v['samples_to_target']} samples, {v['train_s_to_target']:.0f} s")
+    trl = {k: v for k, v in learn.items() if k.startswith("trl") and "error" not in v}
+    best = min(trl.items(), key=lambda kv: kv[1]["train_s_to_target"] if kv[1].get("reached") else float("inf"),
+               default=(None, {}))
+    r = learn.get("rftkit", {})
+    target = r.get("target", best[1].get("target", float("nan")))
+    rows = [(f"learning speed to {target:.2f} held-out acc", fmt(r) if "error" not in r else "error",
+             f"TRL best ({best[0]}): {fmt(best[1])}" if best[0] else "TRL: error or not installed",
+             f"{ratio(best[1].get('train_s_to_target'), r.get('train_s_to_target')):.2f}x less time"
+             if r.get("reached") and best[1].get("reached") else "")]
+    for k, v in learn.items():
+        curve = " ".join(f"{p['acc']:.2f}" for p in v.get("curve", []))
+        rows.append((f"  held-out acc every eval, {k}", curve or v.get("error", "")[-120:], "", ""))
+    return rows
 
 
 def print_table(res: dict) -> None:
@@ -191,9 +219,13 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", default="", help=f"comma list of {','.join(PARTS)}")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch default)")
-    p.add_argument("--sft-steps", type=int, default=100)
+    p.add_argument("--sft-steps", type=int, default=1500)
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
+    p.add_argument("--target", type=float, default=0.9, help="learning speed: held-out greedy accuracy to reach")
+    p.add_argument("--learn-steps", type=int, default=150, help="learning speed: most GRPO steps per run")
+    p.add_argument("--eval-every", type=int, default=5, help="learning speed: steps between held-out evals")
+    p.add_argument("--heldout", type=int, default=200, help="learning speed: held-out problems")
     p.add_argument("--workdir", default=None, help="models and runs (default: a fresh temp folder)")
     p.add_argument("--out", default=None, help="result JSON (default: WORKDIR/bench.json)")
     p.add_argument("--plot", default=None, help="write the phase/reward plot here (PNG)")

@@ -135,12 +135,23 @@ def sft_warm_start(out: Path, steps: int = 100, batch: int = 64, lr: float = 1e-
 
 @torch.no_grad()
 def greedy_accuracy(model, tok, n: int, seed: int = 12345) -> float:
-    pairs = problems(n, seed)
+    return greedy_accuracy_on(model, problems(n, seed), tok)
+
+
+@torch.no_grad()
+def greedy_accuracy_on(model, pairs: list[tuple[str, str]], tok=None) -> float:
+    """Greedy (model.generate, 8 new tokens) accuracy on (prompt, answer) pairs; model may be a folder."""
+    if isinstance(model, (str, Path)):
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(model)
+        model = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    model.eval()
     tok.padding_side = "left"
     enc = tok([p for p, _ in pairs], return_tensors="pt", padding=True)
     out = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return sum(reward(p, t) for (p, _), t in zip(pairs, texts)) / n
+    return sum(reward(p, t) for (p, _), t in zip(pairs, texts)) / len(pairs)
 
 
 # --- machine measurements ------------------------------------------------------------------------

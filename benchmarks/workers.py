@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import learn  # noqa: E402
 
 PHASES = ("time/rollout", "time/reward", "time/update")
 
@@ -313,7 +314,7 @@ def builtin_engine(n_prompts: int, new_tokens: int, reps: int) -> dict:
 
 
 WORKERS = {"grpo_rftkit": grpo_rftkit, "grpo_trl": grpo_trl, "sft_rftkit": sft_rftkit, "sft_trl": sft_trl,
-           "engine": engine}
+           "engine": engine, "learn_rftkit": learn.learn_rftkit, "learn_trl": learn.learn_trl}
 
 
 def main(name: str, args_file: str, out_file: str) -> None:

@@ -95,3 +95,27 @@ def test_engine(workdir):
     assert r["ceiling_gflops"]["float32"] > 0
     rows = bench.rows({"engine": r})
     assert any("engine tok/s" in row[0] for row in rows)
+
+
+def _learn_args(workdir: Path, **kw) -> dict:
+    return {**_args(workdir), "heldout": 8, "eval_every": 1, "max_steps": 2, "target": 0.9, **kw}
+
+
+def test_learn_rftkit(workdir):
+    import bench
+
+    r = bench.run_worker("learn_rftkit", _learn_args(workdir), workdir)
+    assert "error" not in r, r.get("error")
+    assert [p["step"] for p in r["curve"]] == [0, 1, 2] and r["curve"][0]["train_s"] == 0.0
+    assert r["curve"][2]["train_s"] > r["curve"][1]["train_s"] > 0
+    rows = bench.learn_rows({"rftkit": r})
+    assert "not reached" in rows[0][1] or "samples" in rows[0][1]
+
+
+@pytest.mark.skipif(not HAVE_TRL, reason="trl not installed (pip install -e '.[bench]')")
+def test_learn_trl(workdir):
+    import bench
+
+    r = bench.run_worker("learn_trl", _learn_args(workdir, lr=1e-4, target=-1.0), workdir)
+    assert "error" not in r, r.get("error")
+    assert r["reached"] and r["curve"][-1]["step"] == 1  # target -1: reached at the first eval, training stops
