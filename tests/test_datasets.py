@@ -190,3 +190,14 @@ def test_template_and_column_errors(tmp_path):
         DatasetTask(path=path, template="\\boxed{} {prompt}")
     with pytest.raises(DatasetError, match="unknown field 'question'"):
         DatasetTask(path=path, columns={"question": "q"})
+
+
+def test_meta_columns_keep_or_rename(tmp_path):
+    rows = [{"text": "Add one.", "answer": "x", "test_list": ["assert f(0) == 1"], "id": 7}]
+    path = _write(tmp_path, "jsonl", rows)
+    (p,), _ = load_problems(path, columns={"prompt": "text", "meta": {"tests": "test_list", "task_id": "id"}})
+    assert p.meta == {"tests": ["assert f(0) == 1"], "task_id": 7}  # what the unit_tests verifier reads
+    (q,), _ = load_problems(path, columns={"prompt": "text", "meta": ["test_list", "id"]})
+    assert q.meta == {"test_list": ["assert f(0) == 1"], "id": 7}
+    with pytest.raises(DatasetError, match="meta must be"):
+        load_problems(path, columns={"prompt": "text", "meta": {"tests": 3}})

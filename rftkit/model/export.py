@@ -22,13 +22,14 @@ import torch
 
 from rftkit.errors import CheckpointError
 from rftkit.model.gpt import GPT
-from rftkit.model.hf import HFPolicy, load_hf_policy, require
+from rftkit.model.hf import HFPolicy, base_weight_tensors, load_hf_policy, require
 from rftkit.model.hf_tokenizer import HFTokenizer
 from rftkit.model.io import ARCH, atomic_dir, commit_dir, load_model
 from rftkit.model.tokenizer import SPECIALS, CharTokenizer
 
 HF_ARCH = "hf"
 HF_CKPT_ARCH = "hf-checkpoint"
+BASE_WEIGHTS = "base_weights.safetensors"
 
 
 def write_hf_files(policy: HFPolicy, tok: HFTokenizer, folder: Path) -> None:
@@ -37,6 +38,11 @@ def write_hf_files(policy: HFPolicy, tok: HFTokenizer, folder: Path) -> None:
             "system_prompt": tok.system_prompt, "chat_template": tok.use_template}
     if policy.has_adapters:
         policy.model.save_pretrained(str(folder / "adapter"))
+        if policy.base_modified:  # ProRL resets folded adapters into the base: `base` alone is stale
+            from safetensors.torch import save_file
+
+            save_file(base_weight_tensors(policy), str(folder / BASE_WEIGHTS))
+            meta["base_weights"] = BASE_WEIGHTS
     else:
         policy.model.save_pretrained(str(folder))
         meta["base"] = None
@@ -84,6 +90,10 @@ def load_hf_model(folder: Path, *, device: str = "auto", dtype: str = "auto",
     if meta.get("base"):
         policy = load_hf_policy(meta["base"], adapter=folder / "adapter", **kw)
         policy.lora = meta.get("lora")
+        if meta.get("base_weights"):
+            from safetensors.torch import load_file
+
+            _load_base_weights(policy, load_file(str(folder / meta["base_weights"])))
     else:
         policy = load_hf_policy(folder, **kw)
     tok = load_hf_tokenizer(folder, system_prompt=meta.get("system_prompt"),
@@ -92,11 +102,15 @@ def load_hf_model(folder: Path, *, device: str = "auto", dtype: str = "auto",
 
 
 def checkpoint_tensors(policy: HFPolicy) -> dict[str, torch.Tensor]:
-    """The trainable weights (all of them, or only the LoRA adapters), for a training checkpoint.
+    """The trainable weights (all of them, or only the LoRA adapters), for a training checkpoint,
+    plus the adapted layers' base weights once a ProRL reset has folded adapters into them.
 
     `named_parameters` lists a tied weight once, so safetensors never sees shared storage.
     """
-    return {k: p.detach().contiguous().cpu() for k, p in policy.named_parameters() if p.requires_grad}
+    out = {k: p.detach().contiguous().cpu() for k, p in policy.named_parameters() if p.requires_grad}
+    if policy.has_adapters and policy.base_modified:
+        out.update(base_weight_tensors(policy))
+    return out
 
 
 def load_checkpoint_tensors(policy: HFPolicy, tensors: dict[str, torch.Tensor]) -> None:
@@ -106,6 +120,18 @@ def load_checkpoint_tensors(policy: HFPolicy, tensors: dict[str, torch.Tensor]) 
         raise CheckpointError(f"checkpoint does not match the policy: missing {missing[:5]}, "
                               f"unexpected {unknown[:5]}")
     policy.load_state_dict(tensors, strict=False)
+    if policy.has_adapters and any(".base_layer." in k for k in tensors):
+        policy.base_modified = True
+
+
+def _load_base_weights(policy: HFPolicy, tensors: dict[str, torch.Tensor]) -> None:
+    """Base weights saved after ProRL resets (`write_hf_files`), on top of the original base."""
+    params = dict(policy.named_parameters())
+    unknown = sorted(k for k in tensors if k not in params or ".base_layer." not in k)
+    if unknown:
+        raise CheckpointError(f"{BASE_WEIGHTS} does not match the policy: unexpected {unknown[:5]}")
+    policy.load_state_dict(tensors, strict=False)
+    policy.base_modified = True
 
 
 # --- the built-in GPT as a Llama ------------------------------------------------------------

@@ -15,7 +15,9 @@ same computation as `model.generate` (tested token for token at temperature 0).
 
 LoRA goes through PEFT: only adapter weights train, and `disabled_adapters(policy)` (or the
 `BaseModelView` module) gives the base model's outputs for the reference policy without a
-second copy in memory. `transformers`/`peft` are imported lazily: rftkit runs without them.
+second copy in memory; `fold_adapters_into_base` moves that base to the current policy (the
+ProRL reference reset with LoRA). `transformers`/`peft` are imported lazily: rftkit runs
+without them.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class HFPolicy(nn.Module):
 
     is_hf = True
     autocast_dtype: torch.dtype | None = None
+    base_modified: bool = False
+    """LoRA: the base weights differ from `source` (ProRL resets folded adapters into them)."""
 
     def __init__(self, model: nn.Module, *, source: str | None = None, lora: dict | None = None) -> None:
         super().__init__()
@@ -169,6 +173,65 @@ def disabled_adapters(policy: HFPolicy):
         yield policy
 
 
+def _lora_layers(policy: HFPolicy) -> list[tuple[str, nn.Module]]:
+    lora_layer = require("peft.tuners.lora").LoraLayer
+    return [(n, m) for n, m in policy.model.named_modules() if isinstance(m, lora_layer)]
+
+
+def check_foldable(policy: HFPolicy) -> None:
+    """Raise unless `fold_adapters_into_base` can make the base equal the policy: plain LoRA
+    adapters only. DoRA rescales by a learned magnitude (B = 0 is not the identity there), and
+    `modules_to_save` copies are trained but not part of the base the reference runs."""
+    if not policy.has_adapters:
+        raise ValueError("fold_adapters_into_base: the policy has no LoRA adapters")
+    others = [n for n, p in policy.named_parameters() if p.requires_grad and "lora_" not in n]
+    if others:
+        raise ValueError(f"a reference reset with LoRA folds plain adapters only; these trained weights are not "
+                         f"adapters (modules_to_save?): {others[:3]}")
+    for name, layer in _lora_layers(policy):
+        variants = [a for a in layer.active_adapters
+                    if a in getattr(layer, "lora_variant", {}) or getattr(layer, "use_dora", {}).get(a)]
+        if variants:
+            raise ValueError(f"{name}: a reference reset with LoRA supports plain LoRA, not DoRA or other variants")
+
+
+@torch.no_grad()
+def fold_adapters_into_base(policy: HFPolicy) -> list[nn.Parameter]:
+    """ProRL reference reset with LoRA: W <- W + scale * B @ A in every adapted layer, then B <- 0.
+
+    Afterwards the policy computes the same function (up to the rounding of the sum, exact in
+    float32 to ~1e-6) and the base with adapters disabled (the reference, `BaseModelView`)
+    equals it. A is kept: with B = 0 it is a valid LoRA start (PEFT initializes A random, B
+    zero), and keeping it draws no random numbers, so resumed runs stay exact. The base is now
+    the policy's own (`base_modified`): checkpoints and saved models carry it from here on.
+    Returns the adapter parameters, whose optimizer state the caller resets.
+    """
+    check_foldable(policy)
+    for _, layer in _lora_layers(policy):
+        base = layer.get_base_layer()
+        for a in layer.active_adapters:
+            if a in layer.lora_A:
+                b_weight, b_bias = layer.lora_B[a].weight, layer.lora_B[a].bias
+            elif a in layer.lora_embedding_B:
+                b_weight, b_bias = layer.lora_embedding_B[a], None
+            else:
+                continue
+            base.weight.add_(layer.get_delta_weight(a).to(base.weight.dtype))
+            if b_bias is not None and getattr(layer, "lora_bias", {}).get(a):  # PEFT's lora_bias=True
+                base.bias.add_((b_bias * layer.scaling[a]).to(base.bias.dtype))
+            b_weight.zero_()
+            if b_bias is not None:
+                b_bias.zero_()
+    policy.base_modified = True
+    return policy.trainable_parameters()
+
+
+def base_weight_tensors(policy: HFPolicy) -> dict[str, Tensor]:
+    """The base weights of the adapted layers, by parameter name: what `fold_adapters_into_base`
+    changes, so what a checkpoint or model folder must hold once `base_modified` is set."""
+    return {k: p.detach().contiguous().cpu() for k, p in policy.named_parameters() if ".base_layer." in k}
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     """Weight dtype. 'auto': bfloat16 on a GPU that supports it, else float32 (CPU bf16 is slow);
     'bf16-mixed': float32 weights (the forward runs under bf16 autocast, see HFPolicy)."""
@@ -252,5 +315,5 @@ def autocast(policy: HFPolicy):
     return torch.autocast(device_type=next(policy.parameters()).device.type, dtype=policy.autocast_dtype)
 
 
-__all__ = ["HFPolicy", "HFCache", "BaseModelView", "load_hf_policy", "disabled_adapters",
-           "resolve_dtype", "resolve_device", "autocast"]
+__all__ = ["BaseModelView", "HFCache", "HFPolicy", "autocast", "base_weight_tensors", "check_foldable",
+           "disabled_adapters", "fold_adapters_into_base", "load_hf_policy", "resolve_device", "resolve_dtype"]

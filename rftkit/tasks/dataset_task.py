@@ -12,7 +12,8 @@
             verifier: exact
 
 Rows become `Problem`s (column mapping: prompt, answer, demo (alias solution/demonstration),
-messages, difficulty, source, meta). Every row is checked before training starts: a
+messages, difficulty, source, meta: a column, a list, or {key: column}, e.g. {tests: test_list}
+to give MBPP asserts to the `unit_tests` verifier). Every row is checked before training starts: a
 missing column, an empty prompt, a wrong type or an unparsable row raises `DatasetError`
 naming the file, the row and the field; with `on_error: skip` such rows are skipped and
 counted (`skipped`, `report()`), never dropped silently.
@@ -83,8 +84,14 @@ def normalize_columns(columns: dict[str, Any] | None) -> dict[str, Any]:
         out["prompt"] = None  # chat rows: the prompt comes from the messages
     if not out.get("prompt") and not out.get("messages"):
         raise DatasetError("columns: set `prompt` or `messages` to a column name")
-    if isinstance(out.get("meta"), str):
-        out["meta"] = [out["meta"]]
+    meta = out.get("meta")
+    if isinstance(meta, str):
+        meta = [meta]
+    if isinstance(meta, list):  # a column kept under its own name
+        meta = {c: c for c in meta}
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(c, str) for c in meta.values())):
+        raise DatasetError(f"columns: meta must be a column, a list of columns or {{key: column}}, got {meta!r}")
+    out["meta"] = meta
     return out
 
 
@@ -185,10 +192,10 @@ def row_to_problem(rec: dict[str, Any], cols: dict[str, Any], *, template: str |
     src = _get(rec, cols, "source")
     if src is not None:
         meta["source"] = _text(src, "source", cols["source"], allow_numbers=True)
-    for col in cols.get("meta") or []:
+    for key, col in (cols.get("meta") or {}).items():
         if col not in rec:
             raise RowError("meta", col, f"missing column '{col}'")
-        meta[col] = rec[col]
+        meta[key] = rec[col]
     return Problem(task=task, prompt=prompt, answer=answer, verifier=verifier, demo=demo,
                    difficulty=_difficulty(_get(rec, cols, "difficulty"), cols.get("difficulty")), meta=meta)
 
@@ -283,7 +290,7 @@ class DatasetTask:
 
 def _columns_used(cols: dict[str, Any]) -> list[str]:
     used = [c for f, c in cols.items() if f != "meta" and isinstance(c, str) and c]
-    return used + list(cols.get("meta") or [])
+    return used + list((cols.get("meta") or {}).values())
 
 
 def _check_template(template: str) -> None:

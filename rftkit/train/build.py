@@ -67,6 +67,34 @@ def check_names(cfg: Config) -> None:
         raise ConfigError("stages: a recipe needs at least one stage")
 
 
+def _is_local(path: str) -> bool:
+    """A path the user means as a local file (what `load_hf_policy` treats as one); a bare
+    name like `Qwen/Qwen2.5-0.5B-Instruct` is a hub name, resolved later with network."""
+    return path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+
+
+def check_paths(cfg: Config) -> None:
+    """The local model folder and dataset files a recipe names exist, before anything is read.
+
+    Recipes for real workloads ship placeholder paths; the error names every missing one by
+    the dotted key that sets it, so the fix is one override per line.
+    """
+    missing = []
+    if cfg.model.path and _is_local(cfg.model.path) and not Path(cfg.model.path).expanduser().exists():
+        missing.append(("model.path", cfg.model.path))
+    for i, t in enumerate(cfg.data.tasks):
+        if t.name != "dataset" or t.params.get("format") == "hub":
+            continue
+        for key in ("path", "test_path", "ood_path"):
+            value = t.params.get(key)
+            if isinstance(value, str) and not Path(value.split("#", 1)[0]).exists():
+                missing.append((f"data.tasks.{i}.params.{key}", value))
+    if missing:
+        lines = "\n".join(f"  {key}: '{value}' does not exist (override it: {key}=/your/path)"
+                          for key, value in missing)
+        raise ConfigError(f"missing local files:\n{lines}")
+
+
 def task_specs(cfg: Config) -> list[TaskSpec]:
     return [TaskSpec(t.name, t.label or t.name, t.weight, t.difficulty, t.ood_difficulty, dict(t.params))
             for t in cfg.data.tasks]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rftkit.errors import CheckpointError
 from rftkit.model.io import atomic_dir, commit_dir, write_model_files
@@ -62,8 +62,9 @@ def save_checkpoint(run_dir: Path, step: int, model, tok, optimizer, state: dict
     for name, module in (extra or {}).items():
         if not module.state_dict():  # a weight-less view (LoRA reference): nothing to save
             continue
-        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
-                  str(tmp / f"{name}.safetensors"))
+        # save_model drops the duplicate names of tied weights (an HF copy's embeddings and
+        # lm_head), which save_file refuses; load_model accepts them missing.
+        save_model(module, str(tmp / f"{name}.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optim_groups": groups}, indent=1))
     commit_dir(tmp, final)
     latest_tmp = root / "latest.tmp"
@@ -106,5 +107,5 @@ def load_checkpoint(path: Path, model, optimizer=None, extra: dict | None = None
         f = path / f"{name}.safetensors"
         if not f.is_file():
             raise CheckpointError(f"checkpoint '{path}' has no {f.name}, but this stage needs a {name}")
-        module.load_state_dict(load_file(str(f)))
+        load_model(module, str(f))
     return state

@@ -31,7 +31,7 @@ from rftkit.report.progress import StageProgress, console
 from rftkit.report.sinks import build_sinks
 from rftkit.report.summary import eval_console_table
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import resolve_model_dir, stage_parts, task_specs
+from rftkit.train.build import check_paths, resolve_model_dir, stage_parts, task_specs
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.rewards_build import build_reward_runner
@@ -73,6 +73,7 @@ def step_seed(seed: int, step: int) -> int:
 
 def start_run(cfg: Config, resume: bool) -> Run:
     """Fresh run dir (config saved, init weights) or the state of the newest checkpoint."""
+    check_paths(cfg)  # before reading a dataset or loading a model: name every missing path at once
     torch.manual_seed(cfg.seed)
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
@@ -134,12 +135,17 @@ def train(cfg: Config, resume: bool = False) -> Run:
     return run
 
 
-def _ref_model(run: Run, idx: int, parts_needs_ref: bool):
+def _ref_model(run: Run, idx: int, parts_needs_ref: bool, resets: bool):
     if not parts_needs_ref:
         return None
     if getattr(run.model, "has_adapters", False):  # LoRA: the base with adapters off, no copy
-        from rftkit.model.hf import BaseModelView
+        from rftkit.model.hf import BaseModelView, check_foldable
 
+        if resets:  # fail now, not at the first reset N steps in
+            try:
+                check_foldable(run.model)
+            except ValueError as e:
+                raise ConfigError(f"rl.ref_reset_every with model.lora: {e}") from None
         return BaseModelView(run.model)
     prev = "init" if idx == 0 else run.cfg.stages[idx - 1].name
     ref, _ = load_model(run.dir / "models" / prev, run.cfg.model.device)
@@ -163,7 +169,8 @@ def train_stage(run: Run) -> None:
     start = st.global_step - st.stage_step
     pool = [p for p in run.pools.train if stage.tasks is None or p.source in stage.tasks]
     parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
-    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos"} & parts.needs))
+    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos"} & parts.needs),
+                                 bool(stage.rl.ref_reset_every))
     parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
     parts.rewards = run.rewards
     update = UpdateState(**st.update)
@@ -184,7 +191,7 @@ def train_stage(run: Run) -> None:
             st.global_step += 1
             st.stage_step += 1
             if stage.rl.ref_reset_every and st.stage_step % stage.rl.ref_reset_every == 0 and parts.ref_model:
-                parts.ref_model.load_state_dict(run.model.state_dict())  # ProRL reference reset
+                _reset_reference(run, parts)
                 metrics["policy/ref_reset"] = 1.0
             _log(run, stage.name, metrics)
             bar.advance(st.stage_step, metrics)
@@ -203,6 +210,24 @@ def train_stage(run: Run) -> None:
     run_eval(run, parts, stage.name, save=True)
     st.stage_idx, st.stage_step = st.stage_idx + 1, 0
     _checkpoint(run, parts, update)
+
+
+def _reset_reference(run: Run, parts: StepParts) -> None:
+    """ProRL reference reset (arXiv:2505.24864): the reference becomes the current policy.
+
+    Full fine-tuning copies the weights into the frozen reference and keeps the optimizer
+    state (ProRL also re-initializes the optimizer; this path does not, as before). LoRA (the
+    reference is the base with adapters off) folds the adapters into the base and zeroes B:
+    the policy's function is unchanged but its adapters restart from zero, so their Adam
+    moments, which would push B back along its old direction, are dropped.
+    """
+    from rftkit.model.hf import BaseModelView, fold_adapters_into_base
+
+    if isinstance(parts.ref_model, BaseModelView):
+        for p in fold_adapters_into_base(run.model):
+            parts.optimizer.state.pop(p, None)
+    else:
+        parts.ref_model.load_state_dict(run.model.state_dict())
 
 
 def _log(run: Run, stage: str, metrics: dict) -> None:
@@ -225,8 +250,13 @@ def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
 
 
 def _extra_modules(parts: StepParts) -> dict:
-    """Stage-local modules a checkpoint must hold besides the policy (critic, reset reference)."""
-    return {k: m for k, m in (("critic", parts.critic), ("ref", parts.ref_model)) if m is not None}
+    """Stage-local modules a checkpoint must hold besides the policy (critic, reset reference).
+
+    The reference is saved only when ProRL resets move it; otherwise resuming rebuilds it from
+    models/<previous stage>, and an HF run's checkpoints do not carry a second full model.
+    """
+    ref = parts.ref_model if parts.rl.ref_reset_every else None
+    return {k: m for k, m in (("critic", parts.critic), ("ref", ref)) if m is not None}
 
 
 def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, dict]:

@@ -27,8 +27,27 @@ def _component(c, model, tok, base: Path):
                        params=c.params if fn is None else {}, batch_size=c.batch_size)
 
 
+def _needs_processes(components) -> bool:
+    """Whether some component may run in the worker processes, so that starting them now pays."""
+    from rftkit.rewards.spec import isolation_of
+
+    for c in components:
+        if c.isolation != "auto":
+            mode = c.isolation
+        elif c.fn is not None:
+            mode = isolation_of(c.fn)
+        elif c.verifier:
+            mode = isolation_of(VERIFIERS.get(c.verifier))
+        else:  # each problem's own verifier: not known before the problems are scored
+            return True
+        if mode == "process":
+            return True
+    return False
+
+
 def build_reward_runner(cfg: RewardCfg, model, tok, base: Path):
-    """A started RewardRunner; the caller closes it."""
+    """A RewardRunner, its worker processes started if a component runs there (they import
+    torch and math-verify: seconds, and memory per worker); the caller closes it."""
     import rftkit.rewards as R
 
     try:
@@ -38,4 +57,5 @@ def build_reward_runner(cfg: RewardCfg, model, tok, base: Path):
                             overlong=R.Overlong(**cfg.overlong) if cfg.overlong else None)
     except (RegistryError, TypeError, ValueError, R.RewardFnError) as e:
         raise ConfigError(f"reward: {e}") from None
-    return R.RewardRunner(spec, workers=cfg.workers, timeout=cfg.timeout, fallback=cfg.fallback).start()
+    runner = R.RewardRunner(spec, workers=cfg.workers, timeout=cfg.timeout, fallback=cfg.fallback)
+    return runner.start() if _needs_processes(comps) else runner
