@@ -87,3 +87,17 @@ def test_hf_shared_prefix_equals_plain_forward(tmp_path, flavour, lora, monkeypa
     monkeypatch.setattr(shared_prefix, "_prefill", lambda *a: calls.append(1) or real(*a))
     _compare(policy, tokens, mask, 1.0)
     assert calls == [1]  # the shared path ran (not the fallback)
+
+
+def test_frozen_logprobs_in_small_chunks_equal_one_pass(monkeypatch):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, max_seq_len=64, **SIZES["nano"]))
+    prompts = [[TOK.bos_id] + TOK.encode(p) for p in ["add:12+3=", "x=", "sort:5,3,9,1="]]
+    tokens, mask = _batch(model, TOK, prompts, n=4)
+    whole = shared_prefix.frozen_logprobs(model, tokens, mask)
+    assert shared_prefix.rows_per_chunk(model, tokens, budget=5 * tokens.shape[1] * TOK.vocab_size) == 5
+    monkeypatch.setattr(shared_prefix, "rows_per_chunk", lambda m, t: 5)  # 12 rows -> chunks of 5, 5, 2
+    chunked = shared_prefix.frozen_logprobs(model, tokens, mask)
+    assert torch.allclose(whole, chunked, atol=1e-6) and not chunked.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(token_logprobs(model, tokens)[0] * mask, whole, atol=1e-5)

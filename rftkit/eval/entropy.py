@@ -16,18 +16,21 @@ from rftkit.types import Generation
 
 
 @torch.no_grad()
-def policy_entropy(model, generation: Generation, temperature: float = 1.0, batch_size: int = 64) -> float:
+def policy_entropy(model, generation: Generation, temperature: float = 1.0, batch_size: int = 0) -> float:
     """Mean token entropy (nats) of `model` over the generated tokens of `generation`.
 
-    Rows are scored in chunks of `batch_size` in eval mode (the model's mode is restored);
+    Rows are scored in chunks of `batch_size` (0: as many as keep the logits within 512 MB)
+    in eval mode (the model's mode is restored);
     no random numbers are drawn, so calling it never changes a run's RNG stream.
     """
     from rftkit.train.batches import token_logprobs
+    from rftkit.train.shared_prefix import rows_per_chunk
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0.0
+    batch_size = batch_size or min(64, rows_per_chunk(model, generation.tokens))
     try:
         for lo in range(0, generation.tokens.shape[0], batch_size):
             tokens = generation.tokens[lo : lo + batch_size].to(device)

@@ -26,7 +26,7 @@ from rftkit.data.samplers import PromptStats
 from rftkit.rollout.base import SamplingParams
 from rftkit.tasks.base import verify
 from rftkit.train.batches import pad
-from rftkit.train.shared_prefix import rollout_logprobs
+from rftkit.train.shared_prefix import frozen_logprobs
 from rftkit.types import Problem, RolloutBatch, Verdict
 
 
@@ -239,9 +239,8 @@ def _greedy_rewards(parts, problems: list[Problem], group_ids: Tensor, seed: int
     return r[group_ids]
 
 
-@torch.no_grad()
 def _frozen(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    return rollout_logprobs(model, tokens, mask, temperature)[0] * mask
+    return frozen_logprobs(model, tokens, mask, temperature)
 
 
 def rollout(parts, indices: list[int], seed: int, kl_coef: float,

@@ -129,3 +129,20 @@ def _to_rows(x: Tensor, starts: Tensor, t: int) -> Tensor:
     pos = torch.arange(t, device=x.device)[None] - starts[:, None]  # index into the completion block
     valid = (pos >= 0) & (pos < x.shape[1])
     return x.gather(1, pos.clamp(0, x.shape[1] - 1)) * valid
+
+
+def rows_per_chunk(model, tokens: Tensor, budget: int = 1 << 27) -> int:
+    """Rows of `tokens` whose [rows, T, V] float32 logits (and their log-softmax) stay within
+    `budget` elements (2^27 = 512 MB): a 150k-vocab model scores a few long rows at a time."""
+    vocab = int(getattr(getattr(model, "cfg", None), "vocab_size", 0) or 1 << 15)
+    return max(1, budget // max(1, tokens.shape[1] * vocab))
+
+
+@torch.no_grad()
+def frozen_logprobs(model, tokens: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+    """No-grad log-probs [N, T] of the trained tokens (0 elsewhere), in memory-bounded chunks
+    of rows (contiguous, so a group's rows mostly share a chunk and its prompt forward)."""
+    step = rows_per_chunk(model, tokens)
+    parts = [rollout_logprobs(model, tokens[i:i + step], mask[i:i + step], temperature)[0] * mask[i:i + step]
+             for i in range(0, tokens.shape[0], step)]
+    return torch.cat(parts) if parts else torch.zeros_like(mask)

@@ -18,7 +18,7 @@ from torch import Tensor
 from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs
 from rftkit.train.batches import token_distributions
-from rftkit.train.shared_prefix import rollout_logprobs
+from rftkit.train.shared_prefix import frozen_logprobs, rollout_logprobs
 from rftkit.types import DemoBatch, RolloutBatch
 
 
@@ -84,9 +84,8 @@ def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
     return float(((a.detach() - b).abs() * mask).sum() / mask.sum().clamp(min=1))
 
 
-@torch.no_grad()
 def _frozen_logp(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    return rollout_logprobs(model, tokens, mask, temperature)[0] * mask
+    return frozen_logprobs(model, tokens, mask, temperature)
 
 
 def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: dict) -> Tensor:
