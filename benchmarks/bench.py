@@ -191,7 +191,17 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     g = res["grpo"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    learn = {k: v for k, v in (res.get("learn") or {}).items() if v.get("curve")}
+    fig, axes = plt.subplots(1, 3 if learn else 2, figsize=(15 if learn else 10, 4))
+    ax, ax2 = axes[0], axes[1]
+    if learn:
+        for k, v in learn.items():
+            axes[2].plot([p["train_s"] for p in v["curve"]], [p["acc"] for p in v["curve"]], marker=".", label=k)
+        axes[2].axhline(next(iter(learn.values()))["target"], color="k", lw=0.8, ls="--")
+        axes[2].set_xlabel("training seconds (evaluation excluded)")
+        axes[2].set_ylabel("held-out greedy accuracy")
+        axes[2].set_title("learning speed from the same SFT start")
+        axes[2].legend(fontsize=8)
     names = [k for k in ("rftkit", "trl") if "phases" in g[k]]
     bottom = [0.0] * len(names)
     for ph in ("time/rollout", "time/reward", "time/update"):
