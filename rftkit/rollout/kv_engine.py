@@ -106,20 +106,17 @@ def right_pad(parts, tok: Tokenizer) -> Generation:
     """Concatenate chunks into the right-padded layout prompt + completion."""
     seqs, lps, masks, plens, trunc, texts = [], [], [], [], [], []
     for rows, toks, lp, done, lengths in parts:
-        for r, tk, l, d, n in zip(rows, toks.tolist(), lp, done.tolist(), lengths.tolist()):
+        for r, tk, l, d, n in zip(rows, toks.tolist(), lp.tolist(), done.tolist(), lengths.tolist()):
             seqs.append(r + tk[:n])
-            lps.append([0.0] * len(r) + l[:n].tolist())
+            lps.append([0.0] * len(r) + l[:n])
             masks.append([0.0] * len(r) + [1.0] * n)
             plens.append(len(r))
             trunc.append(not d)
             texts.append(tok.decode([i for i in tk[:n] if i != tok.eos_id]))
-    pad_id, t = tok.pad_id, max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    logp = torch.zeros((len(seqs), t))
-    mask = torch.zeros((len(seqs), t))
-    for i, (s, l, m) in enumerate(zip(seqs, lps, masks)):
-        tokens[i, : len(s)] = torch.tensor(s)
-        logp[i, : len(s)] = torch.tensor(l)
-        mask[i, : len(s)] = torch.tensor(m)
+    t = max(len(s) for s in seqs)
+    # One tensor per field from padded Python lists: per-row torch.tensor calls cost more here.
+    tokens = torch.tensor([s + [tok.pad_id] * (t - len(s)) for s in seqs], dtype=torch.long)
+    logp = torch.tensor([x + [0.0] * (t - len(x)) for x in lps])
+    mask = torch.tensor([m + [0.0] * (t - len(m)) for m in masks])
     return Generation(tokens=tokens, logp=logp, mask=mask, prompt_lens=torch.tensor(plens),
                       truncated=torch.tensor(trunc), texts=texts)

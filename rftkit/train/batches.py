@@ -14,12 +14,10 @@ from rftkit.types import DemoBatch, Problem
 
 
 def pad(rows: list[list[int]], value: float, dtype: torch.dtype) -> Tensor:
-    """[len(rows), max_len] right-padded tensor."""
+    """[len(rows), max_len] right-padded tensor (one tensor from padded lists: per-row
+    tensors cost more than the padding here)."""
     t = max((len(r) for r in rows), default=0)
-    out = torch.full((len(rows), t), value, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
-    return out
+    return torch.tensor([list(r) + [value] * (t - len(r)) for r in rows], dtype=dtype).reshape(len(rows), t)
 
 
 def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch | None:

@@ -84,18 +84,29 @@ def demo_prefix(demo: str, ratio: float) -> str:
 def _generate(parts, specs: list[tuple[Problem, str, bool]], seed: int) -> list[Row]:
     """Sample one completion per (problem, forced prefix, prefix-is-hint) spec."""
     tok = parts.tok
-    prompts = [problem_prompt_ids(tok, p) + tok.encode(pre) for p, pre, _ in specs]
+    cache: dict[tuple[int, str], tuple[list[int], int]] = {}  # a group repeats its spec: tokenize once
+
+    def encoded(p: Problem, pre: str) -> tuple[list[int], int]:
+        key = (id(p), pre)
+        if key not in cache:
+            forced = tok.encode(pre) if pre else []
+            cache[key] = (problem_prompt_ids(tok, p) + forced, len(forced))
+        return cache[key]
+
+    prompts = [encoded(p, pre)[0] for p, pre, _ in specs]
     gen = parts.generator.generate(prompts, SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed}))
     rows = []
+    lengths, toks, lps, masks = gen.mask.sum(1).long().tolist(), gen.tokens.tolist(), gen.logp.tolist(), gen.mask.tolist()
     for i, (p, pre, hint) in enumerate(specs):
-        n = int(gen.mask[i].sum())
+        n = lengths[i]
         start = len(prompts[i])
-        tokens = gen.tokens[i, : start + n].tolist()
-        n_pre, head = len(tok.encode(pre)), start - len(tok.encode(pre))
+        tokens = toks[i][: start + n]
+        n_pre = encoded(p, pre)[1]
+        head = start - n_pre
         prefix = [0.0] * (start + n)
         if not hint:  # Prefix-RFT: forced tokens are part of the completion, off the policy mask
             prefix[head:start] = [1.0] * n_pre
-        rows.append(Row(p, tokens, gen.logp[i, : start + n].tolist(), gen.mask[i, : start + n].tolist(),
+        rows.append(Row(p, tokens, lps[i][: start + n], masks[i][: start + n],
                         prefix, pre + gen.texts[i], bool(gen.truncated[i])))
     return rows
 
