@@ -122,6 +122,11 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
         tn = e["tiny"]
         out.append(("engine tok/s, tiny fp32 (vs generate)", f"{tn['rftkit_tok_s']:.0f}",
                     f"generate {tn['generate_tok_s']:.0f}", f"{ratio(tn['rftkit_tok_s'], tn['generate_tok_s']):.2f}x"))
+        tg = e.get("tiny_groups")
+        if tg:
+            out.append((f"engine tok/s, tiny fp32, {tg['prompts']} prompts x {tg['group']} (RL layout)",
+                        f"{tg['rftkit_tok_s']:.0f}", f"generate {tg['generate_tok_s']:.0f}",
+                        f"{ratio(tg['rftkit_tok_s'], tg['generate_tok_s']):.2f}x"))
         bt = e.get("builtin_tiny")
         if bt:
             out.append(("engine tok/s, built-in GPT micro", f"{bt['tok_s']:.0f}", "HF path above", ""))
@@ -161,8 +166,8 @@ def learn_rows(learn: dict | None) -> list[tuple[str, str, str, str]]:
              f"{ratio(best[1].get('train_s_to_target'), r.get('train_s_to_target')):.2f}x less time"
              if r.get("reached") and best[1].get("reached") else "")]
     for k, v in learn.items():
-        curve = " ".join(f"{p['acc']:.2f}" for p in v.get("curve", []))
-        rows.append((f"  held-out acc every eval, {k}", curve or v.get("error", "")[-120:], "", ""))
+        if "error" in v:
+            rows.append((f"  learning speed, {k}", "error: " + v["error"][-100:], "", ""))
     return rows
 
 
@@ -181,6 +186,8 @@ def print_table(res: dict) -> None:
     if g:
         for fw, v in g.items():
             print(f"reward curve {fw}: " + " ".join(f"{x:.2f}" for x in v.get("rewards", []) if x is not None))
+    for k, v in (res.get("learn") or {}).items():
+        print(f"held-out accuracy every eval, {k}: " + " ".join(f"{p['acc']:.2f}" for p in v.get("curve", [])))
 
 
 def plot(res: dict, path: Path) -> None:

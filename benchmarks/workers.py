@@ -208,8 +208,10 @@ def _time_engine(fn, reps: int) -> tuple[float, int]:
     return best, toks
 
 
-def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: int, seed: int = 0) -> dict:
-    """rftkit's KV engine vs model.generate on the same weights: tokens/s of generated tokens."""
+def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: int, seed: int = 0,
+                group: int = 1) -> dict:
+    """rftkit's KV engine vs model.generate on the same weights: tokens/s of generated tokens.
+    group > 1: `group` samples per prompt (the RL layout; generate: num_return_sequences)."""
     from rftkit.model.hf import load_hf_policy
     from rftkit.model.hf_tokenizer import load_hf_tokenizer
     from rftkit.rollout.base import GENERATORS, SamplingParams
@@ -219,7 +221,7 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
     pairs = common.problems(n_prompts, seed + 3)
     prompts = [rtok.prompt_ids(p) for p, _ in pairs]
     engine = GENERATORS.bind("kv")(policy, rtok)
-    params = SamplingParams(n=1, max_new_tokens=new_tokens, temperature=1.0, seed=seed)
+    params = SamplingParams(n=group, max_new_tokens=new_tokens, temperature=1.0, seed=seed)
 
     def ours() -> int:
         with torch.no_grad():
@@ -234,7 +236,7 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
     def theirs() -> int:
         with torch.no_grad():
             out = hf.generate(**enc, max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                              num_return_sequences=group, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         gen = out[:, plen:]
         # generated tokens up to and including the first eos (what rftkit's mask counts)
         is_eos = (gen == tok.eos_token_id).int()
@@ -244,8 +246,8 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
     t_ours, n_ours = _time_engine(ours, reps)
     t_hf, n_hf = _time_engine(theirs, reps)
     params_n = common.n_params(hf)
-    prompt_tokens = sum(len(p) for p in prompts)
-    return {"dtype": dtype, "params": params_n, "prompts": n_prompts, "new_tokens": new_tokens,
+    prompt_tokens = group * sum(len(p) for p in prompts)
+    return {"dtype": dtype, "params": params_n, "prompts": n_prompts, "group": group, "new_tokens": new_tokens,
             "rftkit_tok_s": n_ours / t_ours, "generate_tok_s": n_hf / t_hf, "rftkit_tokens": n_ours,
             "generate_tokens": n_hf, "rftkit_s": t_ours, "generate_s": t_hf,
             "rftkit_gflops": 2 * params_n * (n_ours + prompt_tokens) / t_ours / 1e9,
@@ -282,7 +284,8 @@ def engine(a: dict) -> dict:
     reps = a.get("reps", 3)
     out = {"ceiling_gflops": {"float32": common.matmul_ceiling(torch.float32, a.get("mm_n", 2048)),
                               "bfloat16": common.matmul_ceiling(torch.bfloat16, a.get("mm_n", 2048))},
-           "tiny": engine_pair(a["model"], "float32", a["prompts"], 8, reps)}
+           "tiny": engine_pair(a["model"], "float32", a["prompts"], 8, reps),
+           "tiny_groups": engine_pair(a["model"], "float32", a["prompts"] // 8, 8, reps, group=8)}
     if a.get("big"):
         model, tok = common.build_model("25m", seed=1)
         big = common.save_folder(model, tok, Path(a["workdir"]) / "qwen2_25m")

@@ -92,6 +92,8 @@ def test_engine(workdir):
     r = bench.run_worker("engine", a, workdir)
     assert "error" not in r, r.get("error")
     assert r["tiny"]["rftkit_tok_s"] > 0 and r["tiny"]["generate_tok_s"] > 0
+    g = r["tiny_groups"]  # the RL layout: 1 prompt x 8 samples here
+    assert g["group"] == 8 and g["prompts"] == 1 and g["rftkit_tokens"] > 0 and g["generate_tokens"] > 0
     assert r["ceiling_gflops"]["float32"] > 0
     rows = bench.rows({"engine": r})
     assert any("engine tok/s" in row[0] for row in rows)
