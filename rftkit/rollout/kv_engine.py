@@ -78,14 +78,8 @@ class KVCacheEngine:
         the last logits are copied out to every row. -> logits [B, V], cache, key_mask, next_pos."""
         index: dict[tuple[int, ...], int] = {}
         inverse = torch.tensor([index.setdefault(tuple(r), len(index)) for r in rows], device=device)
-        uniq = list(index)
-        u = len(uniq)
-        ids = torch.full((u, plen), self.tok.pad_id, dtype=torch.long, device=device)
-        key_mask = torch.zeros((u, plen + max_new), dtype=torch.bool, device=device)
-        for i, r in enumerate(uniq):
-            ids[i, plen - len(r):] = torch.tensor(r, device=device)
-            key_mask[i, plen - len(r):plen] = True
-        pos = (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
+        u = len(index)
+        ids, key_mask, pos = left_pad(list(index), plen, max_new, self.tok.pad_id, device)
         cache = self.model.new_cache(u, plen + max_new)
         logits = self.model(ids, positions=pos, key_mask=key_mask, cache=cache)[:, -1]
         if u < len(rows):
@@ -100,6 +94,18 @@ class KVCacheEngine:
         texts = [self.tok.decode(r) for r in generated.tolist()]
         hits = [any(tx.endswith(s) for s in stop) for tx in texts]
         return torch.tensor(hits, device=generated.device)
+
+
+def left_pad(prompts: list, plen: int, extra: int, pad_id: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Prompts left-padded to plen: ids [B, plen], key_mask [B, plen + extra] (True on real
+    prompt tokens; the `extra` slots are for tokens to come), positions [B, plen] (0 at each
+    row's first real token, so a row's RoPE positions do not depend on its padding)."""
+    ids = torch.full((len(prompts), plen), pad_id, dtype=torch.long, device=device)
+    key_mask = torch.zeros((len(prompts), plen + extra), dtype=torch.bool, device=device)
+    for i, r in enumerate(prompts):
+        ids[i, plen - len(r):] = torch.tensor(list(r), dtype=torch.long, device=device)
+        key_mask[i, plen - len(r):plen] = True
+    return ids, key_mask, (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
 
 
 def right_pad(parts, tok: Tokenizer) -> Generation:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rftkit.rollout.kv_engine import left_pad
 from rftkit.train.batches import token_logprobs
 
 
@@ -114,13 +115,7 @@ def rollout_logprobs(model, tokens: Tensor, mask: Tensor, temperature: float = 1
 def _prefill(model, prompts: list[list[int]], p_len: int, width: int, cache, device) -> tuple[Tensor, Tensor]:
     """Run the distinct prompts, left-padded to p_len, into `cache`.
     -> (logits at each prompt's last token [U, V], key mask [U, p_len + width])."""
-    u = len(prompts)
-    ids = torch.zeros((u, p_len), dtype=torch.long, device=device)
-    key_mask = torch.zeros((u, p_len + width), dtype=torch.bool, device=device)
-    for i, p in enumerate(prompts):
-        ids[i, p_len - len(p):] = torch.tensor(p, device=device)
-        key_mask[i, p_len - len(p):p_len] = True
-    pos = (key_mask[:, :p_len].long().cumsum(1) - 1).clamp(min=0)
+    ids, key_mask, pos = left_pad(prompts, p_len, width, 0, device)  # pad id is never attended to
     return model(ids, positions=pos, key_mask=key_mask, cache=cache)[:, -1], key_mask
 
 
