@@ -72,7 +72,8 @@ def run(opts) -> dict:
            "settings": {"steps": steps, "warmup": warm, "quick": opts.quick}}
     out["workdir"] = str(workdir)
     sft_dir = workdir / "sft_warm_start"
-    out["warm_start"] = common.sft_warm_start(sft_dir, steps=opts.sft_steps, lr=opts.sft_lr)
+    sft_steps = opts.sft_steps if opts.sft_steps is not None else (100 if opts.quick else 1500)
+    out["warm_start"] = common.sft_warm_start(sft_dir, steps=sft_steps, lr=opts.sft_lr)
     base = {"model": str(sft_dir), "workdir": str(workdir), "threads": opts.threads, "seed": 0}
     if "grpo" in only:
         a = {**base, "steps": steps, "warmup": warm, "lr": 1e-4}
@@ -236,7 +237,8 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", default="", help=f"comma list of {','.join(PARTS)}")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch default)")
-    p.add_argument("--sft-steps", type=int, default=1500)
+    p.add_argument("--sft-steps", type=int, default=None,
+                   help="plain-torch SFT warm-start steps (default 1500; --quick 100)")
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
     p.add_argument("--target", type=float, default=0.9, help="learning speed: held-out greedy accuracy to reach")
