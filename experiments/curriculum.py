@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+
+from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
 from rftkit.config import validate
 from rftkit.data.pool import build_pools
@@ -33,38 +34,23 @@ from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import check_names, task_specs
 from rftkit.train.loop import step_seed, train
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["uniform", "mixture", "easy_to_hard", "hard_to_easy", "band", "dump", "sec", "pcl", "adarft",
             "alp_gmm", "limr", "few_shot"]
 LEVELS = {"easy": 2, "learnable": 3, "hard": 4, "too_hard": 5}
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def recipe_tree(name: str) -> dict:
-    return yaml.safe_load((ROOT / "rftkit" / "recipes" / f"cur_{name}.yaml").read_text())
-
-
-def shared_start(out: Path) -> Path:
-    """Base + SFT of cur_uniform, once."""
-    model = out / "start" / "models" / "sft"
-    if model.is_dir():
-        return model
-    tree = recipe_tree("uniform")
-    tree["stages"] = [s for s in tree["stages"] if s["name"] != "rl"]
-    tree.update(out_dir=str(out), name="start", progress=False)
-    tree["model"] = {**tree["model"], "threads": 1}
-    train(validate(tree, "cur_uniform (base+sft)"))
-    return model
+def cur_tree(name: str) -> dict:
+    return recipe_tree(f"cur_{name}")
 
 
 def rl_tree(name: str, seed: int, start: Path, out: Path, args) -> dict:
-    tree = recipe_tree(name)
+    tree = cur_tree(name)
     rl = next(s for s in tree["stages"] if s["name"] == "rl")
     rl.update(steps=args.steps, batch_size=args.batch)
     params = rl["sampler"].setdefault("params", {})
     if "total_steps" in params:
         params["total_steps"] = args.steps
-    base = recipe_tree("uniform")
+    base = cur_tree("uniform")
     tree.update(out_dir=str(out), name=f"{name}-s{seed}", seed=seed, progress=False, stages=[rl],
                 data=base["data"], rollout=base["rollout"])
     tree["model"] = {**base["model"], "init": str(start), "threads": 1}
@@ -215,17 +201,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def write_doc(table: str, args, rows: list[dict]) -> None:
     doc = ROOT / "docs" / "curricula.md"
-    text = doc.read_text()
     starts = [r["start"]["greedy_acc"] for r in rows]
     cmd = "python experiments/curriculum.py --seeds " + " ".join(map(str, args.seeds))
-    body = (f"{BEGIN}\nCommand: `.venv/bin/{cmd}` (steps={args.steps}, {args.batch} prompts x 8 samples per step, "
-            f"held-out greedy accuracy every {args.eval_every} steps; targets = start accuracy + "
-            f"{', '.join(f'{100 * g:.0f}' for g in args.gains)} points; start accuracy {fmt(starts, 100)} %).\n\n{table}\n\n![curricula](img/curricula.png)\n{END}")
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + body + "\n"
-    doc.write_text(text)
+    write_results(doc, f"Command: `.venv/bin/{cmd}` (steps={args.steps}, {args.batch} prompts x 8 samples per step, "
+                  f"held-out greedy accuracy every {args.eval_every} steps; targets = start accuracy + "
+                  f"{', '.join(f'{100 * g:.0f}' for g in args.gains)} points; start accuracy {fmt(starts, 100)} %)."
+                  f"\n\n{table}\n\n![curricula](img/curricula.png)")
 
 
 def main() -> None:
@@ -239,19 +220,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "curriculum")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    start = shared_start(args.out)
-    results = args.out / "results.jsonl"
-    done = {(r["sampler"], r["seed"]): r for r in map(json.loads, results.read_text().splitlines())} \
-        if results.is_file() else {}
-    rows = []
-    for seed in args.seeds:
-        for name in args.samplers:
-            if (name, seed) not in done:
-                done[(name, seed)] = run_one(name, seed, start, args.out, args)
-                with results.open("a") as f:
-                    f.write(json.dumps(done[(name, seed)]) + "\n")
-                print(name, seed, done[(name, seed)]["final"]["greedy_acc"], flush=True)
-            rows.append(done[(name, seed)])
+    start = shared_start(args.out, "cur_uniform", threads=1)
+    rows = run_all(args.out / "results.jsonl", "sampler", args.samplers, args.seeds,
+                   lambda name, seed: run_one(name, seed, start, args.out, args))
+    done = {(r["sampler"], r["seed"]): r for r in map(json.loads, (args.out / "results.jsonl").read_text().splitlines())}
     rows += [r for (n, sd), r in done.items() if n not in args.samplers and sd in args.seeds]  # earlier variants
     attach_curves(rows, args.out, args.batch)
     table = summarize(rows, args.gains)

@@ -22,12 +22,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from runlog import ROOT, run_all, write_results
+
 from rftkit.config import validate
 from rftkit.eval.passk import pass_at_k
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
-ROOT = Path(__file__).resolve().parents[1]
 ADD = {"op": "add", "scratchpad": True}
 SUB = {"op": "sub", "scratchpad": True}
 DATA = {
@@ -110,24 +111,16 @@ def main() -> None:
     if not (base_dir / "models" / "base").is_dir():
         run("base", [BASE], args.out, 0, None)
     base = per_source(base_dir, "base")
-    results = args.out / "results.jsonl"  # one row per finished run: a rerun skips what is done
-    done = {(r["method"], r["seed"]): r for r in map(json.loads, results.read_text().splitlines())} \
-        if results.is_file() else {}
-    rows = []
-    for seed in args.seeds:
-        for name, stages in methods(args.steps, args.batch).items():
-            if args.methods and name not in args.methods:
-                continue
-            if (name, seed) not in done:
-                t0 = time.perf_counter()
-                d = run(f"{name}-s{seed}", stages, args.out, seed, str(base_dir / "models" / "base"))
-                done[(name, seed)] = {"method": name, "seed": seed, "wall_s": time.perf_counter() - t0,
-                                      **{f"{src}/{k}": v for src, res in per_source(d, "train").items()
-                                         for k, v in res.items()}}
-                with results.open("a") as f:
-                    f.write(json.dumps(done[(name, seed)]) + "\n")
-                print(json.dumps(done[(name, seed)]), flush=True)
-            rows.append(done[(name, seed)])
+    all_methods = methods(args.steps, args.batch)
+
+    def one(name: str, seed: int) -> dict:
+        t0 = time.perf_counter()
+        d = run(f"{name}-s{seed}", all_methods[name], args.out, seed, str(base_dir / "models" / "base"))
+        return {"method": name, "seed": seed, "wall_s": time.perf_counter() - t0,
+                **{f"{src}/{k}": v for src, res in per_source(d, "train").items() for k, v in res.items()}}
+
+    names = [m for m in all_methods if not args.methods or m in args.methods]
+    rows = run_all(args.out / "results.jsonl", "method", names, args.seeds, one)
     (args.out / "results.json").write_text(json.dumps({"base": base, "rows": rows}, indent=1))
     write_doc(base, rows, args)
 
@@ -150,11 +143,11 @@ def write_doc(base: dict, rows: list[dict], args) -> None:
                      + f" | {statistics.mean(drop):.1f} | {statistics.mean(r['wall_s'] for r in rs):.0f} |")
     plot(rows)
     cmd = "python experiments/hybrids.py --seeds " + " ".join(map(str, args.seeds))
-    (ROOT / "docs" / "hybrids_experiment.md").write_text(
-        f"# SFT, RL and hybrids at an equal budget\n\nCommand: `{cmd}` ({args.steps} steps x {args.batch} prompts, "
-        f"group size {GROUP} for the RL methods, {args.batch * GROUP} demonstrations per step for SFT-only and ReFT's "
-        f"SFT stage (equal sequences per step), lr {LR} for all; mean ± std over seeds; held-out test, "
-        f"100 problems per source, 16 samples at temperature 1).\n\n" + "\n".join(lines) + "\n\n![hard vs easy](img/hybrids.png)\n")
+    write_results(ROOT / "docs" / "hybrids_experiment.md",
+                  f"Command: `{cmd}` ({args.steps} steps x {args.batch} prompts, group size {GROUP} for the RL "
+                  f"methods, {args.batch * GROUP} demonstrations per step for SFT-only and ReFT's SFT stage (equal "
+                  f"sequences per step), lr {LR} for all; mean ± std over seeds; held-out test, 100 problems per "
+                  "source, 16 samples at temperature 1).\n\n" + "\n".join(lines) + "\n\n![hard vs easy](img/hybrids.png)")
 
 
 def plot(rows: list[dict]) -> None:
