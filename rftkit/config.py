@@ -121,6 +121,11 @@ class RLCfg(Strict):
     hint_levels: list[float] = Field(default_factory=list)
     """GHPO: groups that all fail are re-sampled with this share of the solution as a hint,
     trying each level in turn (e.g. [0.25, 0.5, 0.75]); empty = off."""
+    skip_inert_rows: bool = True
+    """Leave rows whose advantage is 0 at every token out of the training forward when every
+    objective reading rollouts gives them zero loss and gradient (e.g. GRPO's all-equal groups
+    without a KL or entropy term). The update is unchanged; `policy/entropy` and
+    `rollout/logprob_diff` then cover the forwarded rows only."""
 
 
 class StageCfg(Strict):

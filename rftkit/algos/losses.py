@@ -10,6 +10,10 @@ in its `extra_inputs` attribute and takes them as keyword arguments with default
 knobs); the `policy` objective passes them (verl's `register_policy_loss(extra_keys=...)`).
 More losses (gspo, cispo, nft, clip_cov, kl_cov) live in `rftkit.algos.policy_losses`.
 
+A loss whose per-token value and gradient are exactly 0 wherever the advantage is 0 (and
+that reads no other row) sets `fn.inert_at_zero_advantage = True`: the update then leaves
+rows with all-zero advantages out of the forward pass (`rftkit.train.update`).
+
 Metrics (all over masked tokens): policy/clipfrac (share of tokens whose clipped branch is
 active), policy/approx_kl (k3 estimate of KL(pi_old || pi)), policy/ratio_mean,
 policy/ratio_max; dual clipping adds policy/clipfrac_lower.
@@ -180,3 +184,7 @@ def gppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
     metrics = ratio_metrics(lr, mask, l2 > l1)
     metrics["policy/clipfrac_lower"] = float((capped & mask.bool()).sum() / mask.bool().sum().clamp(min=1))
     return loss, metrics
+
+
+for _fn in (pg_loss, ppo_clip_loss, dual_clip_loss, gppo_loss):
+    _fn.inert_at_zero_advantage = True  # every term is A * (something finite): 0 with 0 gradient at A = 0

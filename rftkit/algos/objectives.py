@@ -171,6 +171,24 @@ def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "tok
     return value, metrics
 
 
+def _policy_inert(*, loss: str = "ppo_clip", entropy_mask_top: float | None = None, **_) -> bool:
+    # entropy_mask_top picks tokens by a batch-wide quantile: other rows move it.
+    return entropy_mask_top is None and getattr(POLICY_LOSSES.get(loss), "inert_at_zero_advantage", False)
+
+
+policy_objective.inert_rows = _policy_inert
+
+
+def inert_at_zero_advantage(fn: Callable) -> bool:
+    """True if the bound objective `fn` gives a rollout row exactly zero loss and gradient
+    whenever the row's advantage is 0 at every trained token, whatever the other rows hold, so
+    the update may leave such rows out of the forward pass. Objectives opt in with an
+    `inert_rows(**knobs) -> bool` attribute; the others (kl, entropy, value, hybrids) do not."""
+    base = getattr(fn, "func", fn)
+    check = getattr(base, "inert_rows", None)
+    return bool(check is not None and check(**getattr(fn, "keywords", {})))
+
+
 @objective("kl", needs={"rollout", "ref"})
 def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_mean") -> tuple[Tensor, dict]:
     """KL(pi || pi_ref) penalty in the loss, as GRPO does (arXiv:2402.03300, eq. 3-4); its weight
@@ -222,4 +240,4 @@ def needs_of(names: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-__all__ = ["OBJECTIVES", "LossInputs", "masked_mean", "needs_of", "objective"]
+__all__ = ["OBJECTIVES", "LossInputs", "inert_at_zero_advantage", "masked_mean", "needs_of", "objective"]

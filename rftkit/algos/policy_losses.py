@@ -53,6 +53,10 @@ def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     return -weight * advantages * logp, ratio_metrics(lr, mask, weight != ratio)
 
 
+gspo_loss.inert_at_zero_advantage = True  # A * s_i: s_i reads only its own row
+cispo_loss.inert_at_zero_advantage = True
+
+
 def _clamp_keep_grad(x: Tensor, lo: float) -> Tensor:
     """Value clamped below at lo, gradient of x kept (NFT `clamp_preserve_grad`)."""
     return x + (x.clamp(min=lo) - x).detach()

@@ -48,6 +48,7 @@ class RLOptions:
     prefix_rows: int = 0
     prefix_ratio: object = 0.5
     hint_levels: tuple[float, ...] = ()
+    skip_inert_rows: bool = True
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rftkit.algos.advantages import group_stats
-from rftkit.algos.objectives import LossInputs
+from rftkit.algos.objectives import LossInputs, inert_at_zero_advantage
 from rftkit.train.batches import token_distributions
 from rftkit.train.shared_prefix import frozen_logprobs, rollout_logprobs
 from rftkit.types import DemoBatch, RolloutBatch
@@ -38,12 +38,11 @@ def _slices(n: int, parts: int) -> list[slice]:
 
 
 def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
-            ds: slice | None, old_logp: Tensor | None, metrics: dict, seed: int) -> LossInputs:
-    temp = parts.sampling.temperature
+            ds: slice | None, old_logp: Tensor | None, metrics: dict, seed: int,
+            active: Tensor | None = None) -> LossInputs:
     inp = LossInputs(seed=seed)
     if batch is not None and rs is not None:
-        prefix = None if batch.prefix_mask is None else batch.prefix_mask[rs]
-        logp, ent = rollout_logprobs(parts.model, batch.tokens[rs], batch.mask[rs], temp, prefix)
+        logp, ent, fwd = _row_logprobs(parts, batch, rs, None if active is None else active[rs], old_logp)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
         inp.advantages = batch.advantages[rs]
         inp.behav_logp = batch.old_logp[rs]
@@ -57,9 +56,10 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
             inp.old_values, inp.returns = batch.values[rs], batch.returns[rs]
         # Exactly on-policy (one pass): the old policy is the current one, ratio == 1.
         inp.old_logp = logp.detach() if old_logp is None else old_logp[rs]
-        metrics["policy/entropy"].append(_mean_abs(ent, torch.zeros_like(ent), inp.mask))
+        seen = inp.mask * fwd[:, None]  # tokens of forwarded rows
+        metrics["policy/entropy"].append(_mean_abs(ent, torch.zeros_like(ent), seen))
         if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
-            metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], inp.mask))
+            metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], seen))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
     if demos is not None and ds is not None:
         dlp, dent, next_logp = token_distributions(parts.model, demos.tokens[ds])
@@ -70,6 +70,46 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
         if "ref_demos" in parts.needs:
             inp.demo_ref_logp = _frozen_logp(parts.ref_model, demos.tokens[ds], demos.mask[ds], 1.0)
     return inp
+
+
+def _row_logprobs(parts, batch: RolloutBatch, rs: slice, active: Tensor | None,
+                  old_logp: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(logp [n, T] with grad, entropy [n, T], forwarded [n] float) of the rows rs.
+
+    Rows with active False (advantage 0 everywhere, see `_active_rows`) skip the forward:
+    their logp is the old policy's (so the ratio is 1), without gradient, and entropy 0.
+    """
+    tokens, mask = batch.tokens[rs], batch.mask[rs]
+    prefix = None if batch.prefix_mask is None else batch.prefix_mask[rs]
+    temp = parts.sampling.temperature
+    if active is None or bool(active.all()):
+        logp, ent = rollout_logprobs(parts.model, tokens, mask, temp, prefix)
+        return logp, ent, torch.ones(len(mask), device=mask.device)
+    idx = active.nonzero().squeeze(1)
+    filler = (batch.old_logp if old_logp is None else old_logp)[rs].float()
+    ent = torch.zeros_like(filler)
+    if idx.numel() > 0:
+        lp, e = rollout_logprobs(parts.model, tokens[idx], mask[idx], temp, None if prefix is None else prefix[idx])
+        filler, ent = filler.index_copy(0, idx, lp), ent.index_copy(0, idx, e)
+    return filler, ent, active.float()
+
+
+def _active_rows(parts, batch: RolloutBatch | None, weights: dict[str, float]) -> Tensor | None:
+    """Bool [N]: rows the update must forward, or None for all of them.
+
+    A row whose advantage is 0 at every trained token adds exactly nothing to the loss or its
+    gradient when every weighted objective reading rollouts is `inert_at_zero_advantage`
+    (GRPO/DAPO/GSPO/CISPO policy terms; not kl, entropy, value or the hybrids), so it is not
+    forwarded: in GRPO that is every group whose rewards are all equal. The aggregation still
+    counts its tokens (it sees the whole [N, T] mask), so the loss is unchanged.
+    """
+    if batch is None or not parts.rl.skip_inert_rows or parts.controller is not None or parts.critic is not None:
+        return None
+    if not all(inert_at_zero_advantage(t.fn) for t in parts.terms
+               if weights[t.name] != 0.0 and "rollout" in t.fn.needs):
+        return None
+    active = ((batch.advantages != 0) & (batch.mask > 0)).any(1)
+    return None if bool(active.all()) else active
 
 
 def _micro_seed(seed: int, *index: int) -> int:
@@ -86,6 +126,19 @@ def _mean_abs(a: Tensor, b: Tensor, mask: Tensor) -> float:
 
 def _frozen_logp(model, tokens: Tensor, mask: Tensor, temperature: float) -> Tensor:
     return frozen_logprobs(model, tokens, mask, temperature)
+
+
+def _old_logp(parts, batch: RolloutBatch, active: Tensor | None) -> Tensor:
+    """The policy's log-probs before this update's first optimizer step (PPO epochs > 1);
+    rows that are not `active` keep the engine's (they are never compared to anything)."""
+    temp = parts.sampling.temperature
+    if active is None:
+        return _frozen_logp(parts.model, batch.tokens, batch.mask, temp)
+    idx = active.nonzero().squeeze(1)
+    out = batch.old_logp.float().clone()
+    if idx.numel() > 0:
+        out[idx] = _frozen_logp(parts.model, batch.tokens[idx], batch.mask[idx], temp)
+    return out
 
 
 def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: dict) -> Tensor:
@@ -106,10 +159,14 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
 def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: DemoBatch | None,
                   weights: dict[str, float], seed: int = 0) -> dict[str, float]:
     n_opt = parts.update_epochs * parts.minibatches
-    old_logp = None if n_opt == 1 or batch is None else _frozen_logp(parts.model, batch.tokens, batch.mask, parts.sampling.temperature)
+    active = _active_rows(parts, batch, weights)
+    old_logp = None if n_opt == 1 or batch is None else _old_logp(parts, batch, active)
     metrics: dict[str, list[float]] = defaultdict(list)
+    if batch is not None:
+        metrics["perf/inert_rows_skipped"].append(0.0 if active is None else float((~active).float().mean()))
     if old_logp is not None:
-        metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, batch.mask))
+        seen = batch.mask if active is None else batch.mask * active[:, None]
+        metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, seen))
     n_rows = len(batch.rewards) if batch is not None else 0
     n_demo = len(demos.problems) if demos is not None else 0
     for epoch in range(parts.update_epochs):
@@ -117,7 +174,7 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
         d_mb = _slices(n_demo, parts.minibatches) if n_demo else [None] * parts.minibatches
         for j, (rs, ds) in enumerate(zip(r_mb, d_mb)):
             _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics,
-                            _micro_seed(seed, epoch, j))
+                            _micro_seed(seed, epoch, j), active)
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["optim/bad_steps_total"] = float(state.bad_total)
     return out
@@ -132,23 +189,31 @@ def _sub(s: slice | None, k: int, i: int) -> slice | None:
     return slice(s.start + inner[i].start, s.start + inner[i].stop)
 
 
-def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics, seed: int) -> None:
+def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics, seed: int,
+                    active: Tensor | None = None) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
-    finite = True
+    finite, graphless = True, False
     for i in range(parts.grad_accum):
         sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
         if sub_r is None and sub_d is None:
             continue
-        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics, _micro_seed(seed, i))
+        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics, _micro_seed(seed, i), active)
         loss = _objective_sum(parts, inp, weights, metrics)
         if loss is None:
             continue
         if not torch.isfinite(loss):
             finite = False
             break
-        (loss / parts.grad_accum).backward()
+        if loss.requires_grad:
+            (loss / parts.grad_accum).backward()
+        else:
+            graphless = True  # every row of the micro-batch was inert: its gradient is exactly 0
         metrics["loss/total"].append(float(loss.detach()))
     params = [p for g in parts.optimizer.param_groups for p in g["params"] if p.requires_grad]
+    if graphless:  # AdamW must still see a zero gradient (moments decay), as without the skip
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
     norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip if parts.grad_clip > 0 else float("inf"))
     if not finite or not torch.isfinite(norm):
         parts.optimizer.zero_grad(set_to_none=True)  # NaN never reaches the weights
