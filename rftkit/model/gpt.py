@@ -62,8 +62,8 @@ class KVCache:
 
     def select(self, rows: Tensor) -> None:
         """Keep only the given batch rows (drop finished sequences to save compute)."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
+        self.k = self.k.index_select(1, rows)
+        self.v = self.v.index_select(1, rows)
 
 
 def rope_tables(cfg: GPTConfig, device) -> tuple[Tensor, Tensor]:

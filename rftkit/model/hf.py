@@ -65,8 +65,14 @@ class HFCache:
         self.length = 0
 
     def select(self, rows: Tensor) -> None:
-        """Keep only the given batch rows."""
-        self.cache.batch_select_indices(rows)
+        """Keep only the given batch rows (repeats allowed: a shared prompt copied to its group)."""
+        layers = getattr(self.cache, "layers", None)
+        if layers is None or any(type(x).__name__ != "DynamicLayer" for x in layers):
+            self.cache.batch_select_indices(rows)
+            return
+        for layer in layers:  # index_select: its backward is an index_add, 3x faster than indexing's on CPU
+            if getattr(layer, "keys", None) is not None and layer.keys.numel() > 0:
+                layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
 
 
 def _text_config(config):

@@ -40,8 +40,8 @@ class ConcatCache:
         return k, v
 
     def select(self, rows: Tensor) -> None:
-        self.k = {i: t[rows] for i, t in self.k.items()}
-        self.v = {i: t[rows] for i, t in self.v.items()}
+        self.k = {i: t.index_select(0, rows) for i, t in self.k.items()}
+        self.v = {i: t.index_select(0, rows) for i, t in self.v.items()}
 
 
 def _grad_cache(model, batch: int, max_len: int):
@@ -98,7 +98,7 @@ def rollout_logprobs(model, tokens: Tensor, mask: Tensor, temperature: float = 1
     j = torch.arange(width, device=tokens.device)
     src = (starts[:, None] + j).clamp(max=t - 1)
     comp = tokens.gather(1, src)  # [N, width]
-    logits = last[inverse][:, None]
+    logits = last.index_select(0, inverse)[:, None]
     if width > 1:
         pos = (starts[:, None] + j[:-1]).clamp(max=t - 1)  # past a row's end: padding, any position
         out = model(comp[:, :-1], positions=pos, key_mask=key_mask, cache=cache)
