@@ -89,6 +89,7 @@ def run(opts) -> dict:
                       "trl": run_worker("sft_trl", a, workdir) if have_trl() else {"error": "trl not installed"}}
     if "learn" in only:
         a = {**base, "heldout": opts.heldout, "eval_every": opts.eval_every, "max_steps": opts.learn_steps,
+             "recipe": opts.learn_recipe,
              "target": opts.target}
         out["learn"] = {"rftkit": run_worker("learn_rftkit", a, workdir)}
         for lr in TRL_LRS if have_trl() else ():
@@ -245,6 +246,8 @@ def main(argv=None) -> dict:
     p.add_argument("--learn-steps", type=int, default=150, help="learning speed: most GRPO steps per run")
     p.add_argument("--eval-every", type=int, default=5, help="learning speed: steps between held-out evals")
     p.add_argument("--heldout", type=int, default=200, help="learning speed: held-out problems")
+    p.add_argument("--learn-recipe", default="default",
+                   help="learning speed: the shipped recipe whose rl stage is rftkit's GRPO (default: `rftkit run`'s)")
     p.add_argument("--workdir", default=None, help="models and runs (default: a fresh temp folder)")
     p.add_argument("--out", default=None, help="result JSON (default: WORKDIR/bench.json)")
     p.add_argument("--plot", default=None, help="write the phase/reward plot here (PNG)")

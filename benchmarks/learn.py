@@ -5,6 +5,10 @@ Both start from the same SFT warm start, train on the same prompt pool and are e
 the same held-out problems (rftkit's `build_pools` for the `addsum` task: test problems are
 never in the train pool), greedy, every `eval_every` steps; evaluation time is excluded from
 the training wall time. 16 prompts x 8 samples per step and 8 new tokens on both sides.
+
+rftkit runs "its default GRPO": the `rl` stage of a shipped recipe, read from the recipe file
+(`--learn-recipe`, default `default`: the RL stage `rftkit run` trains; `grpo` is the
+DeepSeekMath form with a k3 KL term).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ import torch
 
 import common
 
-POLICY = {"name": "policy", "params": {"loss": "ppo_clip", "agg": "seq_mean_token_mean"}}
+
+def rl_stage(recipe: str) -> dict:
+    """Advantage, objectives and lr of the `rl` stage of a shipped recipe, as its file says."""
+    from rftkit.cli import recipe_path
+    from rftkit.config import load_config
+
+    stage = next(s for s in load_config(recipe_path(recipe)).stages if s.name == "rl")
+    d = stage.model_dump()
+    return {"advantage": d["advantage"], "objectives": d["objectives"], "lr": d["lr"]}
 
 
 def _data(a: dict) -> dict:
@@ -39,16 +51,14 @@ def _pools(a: dict):
 
 
 def _tree(a: dict) -> dict:
-    """rftkit's GRPO recipe (rftkit/recipes/grpo.yaml, rl stage: lr 2e-4, seq-mean-token-mean,
-    k3 KL 0.01) at the benchmark's batch and length."""
+    """The recipe's rl stage (`rl_stage`) at the benchmark's model, data, batch and length."""
+    rl = rl_stage(a.get("recipe", "default"))
     return {
         "seed": a.get("seed", 0), "out_dir": a["workdir"], "name": "learn_rftkit", "progress": False,
         "model": {"path": a["model"], "dtype": "float32", "device": "cpu", "chat_template": False},
         "data": _data(a),
         "rollout": {"engine": "kv", "group_size": 8, "max_new_tokens": 8, "temperature": 1.0},
-        "stages": [{"name": "rl", "steps": a["max_steps"], "batch_size": 16, "lr": 2e-4,
-                    "advantage": {"name": "grpo"},
-                    "objectives": [POLICY, {"name": "kl", "weight": 0.01, "params": {"estimator": "k3"}}]}],
+        "stages": [{"name": "rl", "steps": a["max_steps"], "batch_size": 16, **rl}],
         "eval": {"every": a["eval_every"], "n_samples": 1, "ks": [1], "splits": ["test"]},
         "checkpoint": {"every": 10 ** 6, "keep": 1},
     }
@@ -84,7 +94,10 @@ def learn_rftkit(a: dict) -> dict:
             eval_s += r.get("time/eval", 0.0)
         elif "loss/total" in r:
             last = r["time"]
-    return _summary(curve, a["target"], "rftkit", 2e-4)
+    out = _summary(curve, a["target"], "rftkit", cfg.stages[0].lr)
+    out["recipe"] = a.get("recipe", "default")
+    out["inert_rows_skipped"] = [r.get("perf/inert_rows_skipped", 0.0) for r in records if "loss/total" in r]
+    return out
 
 
 def learn_trl(a: dict) -> dict:

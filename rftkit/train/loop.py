@@ -213,21 +213,21 @@ def train_stage(run: Run) -> None:
 
 
 def _reset_reference(run: Run, parts: StepParts) -> None:
-    """ProRL reference reset (arXiv:2505.24864): the reference becomes the current policy.
+    """ProRL reference reset (arXiv:2505.24864): the reference becomes the current policy and
+    the optimizer is re-initialized ("along with reinitializing the optimizer", section 2.2).
 
-    Full fine-tuning copies the weights into the frozen reference and keeps the optimizer
-    state (ProRL also re-initializes the optimizer; this path does not, as before). LoRA (the
-    reference is the base with adapters off) folds the adapters into the base and zeroes B:
-    the policy's function is unchanged but its adapters restart from zero, so their Adam
-    moments, which would push B back along its old direction, are dropped.
+    Full fine-tuning copies the weights into the frozen reference. LoRA (the reference is the
+    base with adapters off) folds the adapters into the base and zeroes B: the policy's
+    function is unchanged and its adapters restart from zero. Either way every trained
+    parameter's Adam state is dropped (a critic's too: it belongs to the same optimizer).
     """
     from rftkit.model.hf import BaseModelView, fold_adapters_into_base
 
     if isinstance(parts.ref_model, BaseModelView):
-        for p in fold_adapters_into_base(run.model):
-            parts.optimizer.state.pop(p, None)
+        fold_adapters_into_base(run.model)
     else:
         parts.ref_model.load_state_dict(run.model.state_dict())
+    parts.optimizer.state.clear()
 
 
 def _log(run: Run, stage: str, metrics: dict) -> None:
