@@ -243,7 +243,7 @@ def main(argv=None) -> dict:
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
     p.add_argument("--target", type=float, default=0.9, help="learning speed: held-out greedy accuracy to reach")
-    p.add_argument("--learn-steps", type=int, default=150, help="learning speed: most GRPO steps per run")
+    p.add_argument("--learn-steps", type=int, default=400, help="learning speed: most GRPO steps per run")
     p.add_argument("--eval-every", type=int, default=5, help="learning speed: steps between held-out evals")
     p.add_argument("--heldout", type=int, default=200, help="learning speed: held-out problems")
     p.add_argument("--learn-recipe", default="default",
@@ -251,7 +251,17 @@ def main(argv=None) -> dict:
     p.add_argument("--workdir", default=None, help="models and runs (default: a fresh temp folder)")
     p.add_argument("--out", default=None, help="result JSON (default: WORKDIR/bench.json)")
     p.add_argument("--plot", default=None, help="write the phase/reward plot here (PNG)")
+    p.add_argument("--replot", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: merge these result files (later parts override) and print/plot them")
     opts = p.parse_args(argv)
+    if opts.replot:
+        res = {}
+        for f in opts.replot:
+            res.update({k: v for k, v in json.loads(Path(f).read_text()).items() if k in PARTS or k not in res})
+        print_table(res)
+        if opts.plot:
+            plot(res, Path(opts.plot))
+        return res
     res = run(opts)
     out = Path(opts.out or Path(res.get("workdir", opts.workdir or tempfile.gettempdir())) / "bench.json")
     out.write_text(json.dumps(res, indent=1))
