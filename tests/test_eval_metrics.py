@@ -193,3 +193,27 @@ def test_entropy_and_reward_model_hook():
     manual = float((ent * g.mask).sum() / g.mask.sum())
     assert policy_entropy(model, g, batch_size=2) == pytest.approx(manual, rel=1e-5)
     assert model.training  # mode restored
+
+
+def test_evaluate_stops_completions_at_the_rollout_stop_strings():
+    """Evaluation ends completions where training does (`rollout.stop`), greedy and sampled."""
+    from rftkit.rollout.base import SamplingParams
+
+    model, tok, gen = _nano()
+    seen: list[SamplingParams] = []
+
+    class Spy:
+        def generate(self, prompts, params):
+            seen.append(params)
+            return gen.generate(prompts, params)
+
+    kw = dict(n=4, ks=[1], temperature=1.0, max_new_tokens=12, seed=3)
+    _, free = evaluate(Spy(), tok, _problems(), **kw)
+    stops = sorted({c for r in free for s in r["samples"] for c in s["text"]})[:3]  # characters the model emits
+    assert stops and [p.stop for p in seen] == [(), ()]
+    seen.clear()
+    _, cut = evaluate(Spy(), tok, _problems(), stop=tuple(stops), **kw)
+    assert [p.stop for p in seen] == [tuple(stops)] * 2
+    texts = [r["greedy"]["text"] for r in cut] + [s["text"] for r in cut for s in r["samples"]]
+    hit = [t for t in texts if any(c in t for c in stops)]
+    assert hit and all(t[-1] in stops and not any(c in t[:-1] for c in stops) for t in hit)

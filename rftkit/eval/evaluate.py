@@ -42,8 +42,10 @@ def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
 
 def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: list[int],
              temperature: float, max_new_tokens: int, seed: int, extended: bool = False, model=None,
-             scorer: Scorer | None = None) -> tuple[dict[str, float], list[dict]]:
+             scorer: Scorer | None = None, stop: tuple[str, ...] = ()) -> tuple[dict[str, float], list[dict]]:
     """Returns (summary, records); see the module docstring for the keys.
+
+    stop: completions end at the first of these strings, as in training (`rollout.stop`).
 
     extended: add maj@k, avg@n, best-of-n, the pass@k curve, diversity and behaviour.
     model: the policy behind `generator`; when given, `entropy` (mean token entropy of the
@@ -51,9 +53,11 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
     `(problem, completions) -> scores`, giving best-of-n by reward model (`best_of_n_rm`).
     """
     prompts = encode_prompts(tok, problems)
-    greedy = generator.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed))
+    stop = tuple(stop)
+    greedy = generator.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0,
+                                                        seed=seed, stop=stop))
     sampled = generator.generate(prompts, SamplingParams(n=n, max_new_tokens=max_new_tokens,
-                                                         temperature=temperature, seed=seed + 1))
+                                                         temperature=temperature, seed=seed + 1, stop=stop))
     lengths = sampled.mask.sum(1).tolist()
     truncated = sampled.truncated.tolist()
     records = []

@@ -40,7 +40,8 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     for split in cfg.eval.splits:
         res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
                           temperature=cfg.eval.temperature,
-                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed)
+                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
+                          stop=tuple(cfg.rollout.stop))
         results[split] = res
     keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
     for split in results:  # one column per split, one row per metric: fits any terminal

@@ -268,7 +268,8 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
         summary, records = evaluate(
             gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
             temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model)
+            seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model,
+            stop=tuple(cfg.rollout.stop))
         results[split] = summary
         if save:
             out = run.dir / "eval"
