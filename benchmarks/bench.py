@@ -24,8 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import gpu  # noqa: E402
 
-PARTS = ("grpo", "engine", "sft", "learn")
+PARTS = ("grpo", "engine", "sft", "learn", "gpu")
 TRL_LRS = (1e-5, 3e-5, 1e-4)
 
 
@@ -94,8 +95,12 @@ def run(opts) -> dict:
         out["learn"] = {"rftkit": run_worker("learn_rftkit", a, workdir)}
         for lr in TRL_LRS if have_trl() else ():
             out["learn"][f"trl lr={lr:g}"] = run_worker("learn_trl", {**a, "lr": lr}, workdir)
+    if "gpu" in only:
+        import torch
+
+        out["gpu"] = (gpu.run(run_worker, {**base, "have_trl": have_trl()}, workdir, opts.quick)
+                      if torch.cuda.is_available() else "not measured (no CUDA device on this machine)")
     out["machine"]["load_end"] = common.loadavg()
-    out["gpu"] = "not measured (no CUDA device on this machine)"
     return out
 
 
@@ -148,7 +153,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
                     f"TRL {t.get('samples_per_s', float('nan')):.1f}",
                     f"{ratio(r.get('samples_per_s'), t.get('samples_per_s')):.2f}x"))
     out += learn_rows(res.get("learn"))
-    out.append(("GPU (0.5B Qwen2 bf16)", "not measured", "no GPU", ""))
+    out += gpu.rows(res.get("gpu", "not run"))
     return out
 
 

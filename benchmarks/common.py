@@ -3,6 +3,8 @@
 Everything is built locally (no download). Sizes:
     tiny  = Qwen2 hidden 128, 4 layers, 4 heads, MLP 1024, tied embeddings (~1.84M params)
     25m   = Qwen2 hidden 512, 6 layers, 8 heads, MLP 2048, tied embeddings (~25.2M params)
+    0.5b  = the shape of Qwen2-0.5B: hidden 896, 24 layers, 14 heads (2 KV), MLP 4864, vocab
+            151 936 (the char tokenizer padded with filler tokens), tied embeddings (~494M)
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ SIZES = {
                  intermediate_size=1024),
     "25m": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8,
                 intermediate_size=2048),
+    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, rope_theta=1e6, rms_norm_eps=1e-6),
 }
+VOCAB = {"0.5b": 151936}  # sizes whose vocabulary is a real model's, not the char tokenizer's
 
 
-def build_tokenizer():
-    """~49-symbol char tokenizer as a PreTrainedTokenizerFast; `tok(text)` prepends <bos>."""
+def build_tokenizer(vocab_size: int | None = None):
+    """~49-symbol char tokenizer as a PreTrainedTokenizerFast; `tok(text)` prepends <bos>.
+    vocab_size: pad the vocabulary with filler tokens `<xN>` (never produced by encoding, only
+    by sampling) to a real model's size, so a 0.5B-shaped model has its real embedding."""
     import tokenizers
     import transformers
 
     vocab = {s: i for i, s in enumerate(SPECIALS)} | {c: i + len(SPECIALS) for i, c in enumerate(ALPHABET)}
+    vocab |= {f"<x{i}>": i for i in range(len(vocab), vocab_size or 0)}
     core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = tokenizers.decoders.Fuse()
@@ -45,7 +53,7 @@ def build_model(size: str = "tiny", seed: int = 0, max_pos: int = 64):
     """Random-weight Qwen2ForCausalLM in float32."""
     import transformers
 
-    tok = build_tokenizer()
+    tok = build_tokenizer(VOCAB.get(size))
     torch.manual_seed(seed)
     cfg = transformers.Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, max_position_embeddings=max_pos,
                                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -166,14 +174,22 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+def sync(device: str) -> None:
+    """Wait for queued GPU work (timings on CUDA); nothing on CPU."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 5, device: str = "cpu") -> float:
     """GFLOP/s of torch.matmul on n x n matrices (best of reps, after one warm-up)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(reps):
+        sync(device)
         t = time.perf_counter()
         torch.matmul(a, b)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
 

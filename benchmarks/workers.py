@@ -1,6 +1,8 @@
 """Benchmark workers; each runs in its own subprocess (`bench.py --worker NAME`) and returns a dict.
 
-Workers: grpo_rftkit, grpo_trl, sft_rftkit, sft_trl, engine. Each reports its own peak RSS.
+Workers: grpo_rftkit, grpo_trl, sft_rftkit, sft_trl, engine, learn_*, gpu. Each reports its own
+peak RSS. The GRPO workers and the engine pair take `device` (default cpu) and dtype settings,
+so the GPU part (`gpu.py`) runs the same code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import gpu  # noqa: E402
 import learn  # noqa: E402
 
 PHASES = ("time/rollout", "time/reward", "time/update")
@@ -27,9 +30,10 @@ PHASES = ("time/rollout", "time/reward", "time/update")
 def _rftkit_tree(a: dict, name: str, steps: int, stage: dict) -> dict:
     return {
         "seed": a.get("seed", 0), "out_dir": a["workdir"], "name": name, "progress": False,
-        "model": {"path": a["model"], "dtype": "float32", "device": "cpu", "chat_template": False},
+        "model": {"path": a["model"], "dtype": a.get("dtype", "float32"), "device": a.get("device", "cpu"),
+                  "chat_template": False},
         "data": {"tasks": [{"name": "addsum"}], "train_size": 4000, "test_size": 32, "ood_size": 0},
-        "rollout": {"engine": "kv", "group_size": 8, "max_new_tokens": 8, "temperature": 1.0},
+        "rollout": {"engine": "kv", "group_size": 8, "max_new_tokens": a.get("new_tokens", 8), "temperature": 1.0},
         "optim": {"lr": a["lr"], "weight_decay": 0.0, "betas": [0.9, 0.95], "grad_clip": 1.0},
         "stages": [{"name": stage["name"], "steps": steps, "batch_size": stage["batch_size"], "lr": a["lr"],
                     "update_epochs": 1, "minibatches": 1, **stage["extra"]}],
@@ -63,7 +67,7 @@ def grpo_rftkit(a: dict) -> dict:
     steps, warm = a["steps"], a["warmup"]
     tree = _rftkit_tree(a, "grpo_rftkit", warm + steps, {
         "name": "rl", "batch_size": 16,
-        "extra": {"advantage": {"name": "grpo"},
+        "extra": {"advantage": {"name": "grpo"}, "rl": {"skip_inert_rows": a.get("skip_inert_rows", True)},
                   "objectives": [{"name": "policy", "params": {"loss": "ppo_clip", "agg": "token_mean"}}]}})
     t0 = time.perf_counter()
     recs = _run_rftkit(tree)
@@ -136,15 +140,16 @@ def grpo_trl(a: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(a["model"])
     model = AutoModelForCausalLM.from_pretrained(a["model"], dtype=torch.float32)
     rows = [{"prompt": p, "answer": ans} for p, ans in common.problems(16 * (steps + warm + 2), a.get("seed", 0) + 7)]
+    cpu, mixed = a.get("device", "cpu") == "cpu", a.get("dtype", "float32") == "bf16-mixed"
 
     def reward_fn(prompts, completions, **kw):
         return [common.reward(p, c) for p, c in zip(prompts, completions)]
 
     cfg = GRPOConfig(
         output_dir=str(Path(a["workdir"]) / "grpo_trl"), per_device_train_batch_size=128, num_generations=8,
-        gradient_accumulation_steps=1, max_completion_length=8, learning_rate=a["lr"], beta=0.0,
+        gradient_accumulation_steps=1, max_completion_length=a.get("new_tokens", 8), learning_rate=a["lr"], beta=0.0,
         loss_type="dapo", num_iterations=1, scale_rewards="group", epsilon=0.2, temperature=1.0, top_k=0,
-        top_p=1.0, gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+        top_p=1.0, gradient_checkpointing=False, bf16=mixed, fp16=False, use_cpu=cpu,
         lr_scheduler_type="constant", warmup_steps=0, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
         max_steps=warm + steps, logging_steps=1, report_to="none", save_strategy="no", seed=a.get("seed", 0),
         dataloader_num_workers=0, disable_tqdm=True, log_completions=False)
@@ -198,25 +203,27 @@ def sft_trl(a: dict) -> dict:
 # --- engine ----------------------------------------------------------------------------------------
 
 
-def _time_engine(fn, reps: int) -> tuple[float, int]:
+def _time_engine(fn, reps: int, device: str = "cpu") -> tuple[float, int]:
     fn()  # warm-up
     best, toks = float("inf"), 0
     for _ in range(reps):
+        common.sync(device)
         t = time.perf_counter()
         toks = fn()
+        common.sync(device)
         best = min(best, time.perf_counter() - t)
     return best, toks
 
 
 def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: int, seed: int = 0,
-                group: int = 1) -> dict:
+                group: int = 1, device: str = "cpu") -> dict:
     """rftkit's KV engine vs model.generate on the same weights: tokens/s of generated tokens.
     group > 1: `group` samples per prompt (the RL layout; generate: num_return_sequences)."""
     from rftkit.model.hf import load_hf_policy
     from rftkit.model.hf_tokenizer import load_hf_tokenizer
     from rftkit.rollout.base import GENERATORS, SamplingParams
 
-    policy = load_hf_policy(path, dtype=dtype, device="cpu")
+    policy = load_hf_policy(path, dtype=dtype, device=device)
     rtok = load_hf_tokenizer(path, chat_template=False)
     pairs = common.problems(n_prompts, seed + 3)
     prompts = [rtok.prompt_ids(p) for p, _ in pairs]
@@ -230,7 +237,7 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
     hf = policy.hf_model
     hf.eval()
     tok = rtok.hf
-    enc = tok([p for p, _ in pairs], return_tensors="pt", padding=True)
+    enc = tok([p for p, _ in pairs], return_tensors="pt", padding=True).to(device)
     plen = enc["input_ids"].shape[1]
 
     def theirs() -> int:
@@ -243,8 +250,8 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
         after = (is_eos.cumsum(1) - is_eos) > 0
         return int((~after).sum())
 
-    t_ours, n_ours = _time_engine(ours, reps)
-    t_hf, n_hf = _time_engine(theirs, reps)
+    t_ours, n_ours = _time_engine(ours, reps, device)
+    t_hf, n_hf = _time_engine(theirs, reps, device)
     params_n = common.n_params(hf)
     prompt_tokens = group * sum(len(p) for p in prompts)
     return {"dtype": dtype, "params": params_n, "prompts": n_prompts, "group": group, "new_tokens": new_tokens,
@@ -254,14 +261,15 @@ def engine_pair(path: str, dtype: str, n_prompts: int, new_tokens: int, reps: in
             "generate_gflops": 2 * params_n * (n_hf + prompt_tokens) / t_hf / 1e9}
 
 
-def train_step_rate(path: str, dtype: str, batch: int = 128, seq: int = 13, reps: int = 3) -> dict:
+def train_step_rate(path: str, dtype: str, batch: int = 128, seq: int = 13, reps: int = 3,
+                    device: str = "cpu") -> dict:
     """Forward+backward+AdamW step of the policy on [batch, seq] tokens: GFLOP/s at 6 x params x tokens."""
     from rftkit.model.hf import load_hf_policy
 
-    policy = load_hf_policy(path, dtype=dtype, device="cpu")
+    policy = load_hf_policy(path, dtype=dtype, device=device)
     policy.train()
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
-    ids = torch.randint(4, 40, (batch, seq))
+    ids = torch.randint(4, 40, (batch, seq), device=device)
 
     def step():
         logits = policy(ids)
@@ -273,8 +281,10 @@ def train_step_rate(path: str, dtype: str, batch: int = 128, seq: int = 13, reps
     step()
     best = float("inf")
     for _ in range(reps):
+        common.sync(device)
         t = time.perf_counter()
         step()
+        common.sync(device)
         best = min(best, time.perf_counter() - t)
     n = common.n_params(policy.hf_model)
     return {"dtype": dtype, "step_s": best, "gflops": 6 * n * batch * seq / best / 1e9}
@@ -317,7 +327,7 @@ def builtin_engine(n_prompts: int, new_tokens: int, reps: int) -> dict:
 
 
 WORKERS = {"grpo_rftkit": grpo_rftkit, "grpo_trl": grpo_trl, "sft_rftkit": sft_rftkit, "sft_trl": sft_trl,
-           "engine": engine, "learn_rftkit": learn.learn_rftkit, "learn_trl": learn.learn_trl}
+           "engine": engine, "learn_rftkit": learn.learn_rftkit, "learn_trl": learn.learn_trl, "gpu": gpu.gpu}
 
 
 def main(name: str, args_file: str, out_file: str) -> None:

@@ -121,3 +121,32 @@ def test_learn_trl(workdir):
     r = bench.run_worker("learn_trl", _learn_args(workdir, lr=1e-4, target=-1.0), workdir)
     assert "error" not in r, r.get("error")
     assert r["reached"] and r["curve"][-1]["step"] == 1  # target -1: reached at the first eval, training stops
+
+
+def test_gpu_part_runs_on_cpu_with_the_tiny_model(workdir):
+    """The GPU part's code path (ceiling, engine pair, train step, both GRPO steps with bf16
+    autocast and the zero-advantage skip off) on CPU; on a CUDA machine bench.py runs it with
+    the 0.5B shape."""
+    import bench
+    import gpu
+
+    base = {**_args(workdir), "size": "tiny", "prompts": 8, "train_batch": 4, "mm_n": 256, "have_trl": HAVE_TRL}
+    res = gpu.run(bench.run_worker, base, workdir, quick=True, device="cpu")
+    assert "error" not in res, res.get("error")
+    assert res["params"] == 1843968 and res["engine"]["rftkit_tok_s"] > 0 and res["train"]["mfu"] > 0
+    r = res["grpo"]["rftkit"]
+    assert "error" not in r, r.get("error")
+    assert len(r["step_times"]) == 3 and len(r["rewards"]) == 5
+    if HAVE_TRL:
+        assert "error" not in res["grpo"]["trl"], res["grpo"]["trl"].get("error")
+    names = [row[0] for row in gpu.rows(res)]
+    assert names[0].startswith("GPU cpu") and any("GRPO" in n for n in names)
+    assert gpu.rows("not measured (no CUDA device on this machine)")[0][1] == "not measured"
+
+
+def test_padded_vocabulary_for_the_05b_shape():
+    import common
+
+    tok = common.build_tokenizer(151936)
+    assert len(tok) == 151936 and tok("12+34=")["input_ids"] == common.build_tokenizer()("12+34=")["input_ids"]
+    assert tok.decode([100000]) == "<x100000>"
