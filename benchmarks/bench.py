@@ -75,7 +75,7 @@ def run(opts) -> dict:
     sft_dir = workdir / "sft_warm_start"
     sft_steps = opts.sft_steps if opts.sft_steps is not None else (100 if opts.quick else 1500)
     out["warm_start"] = common.sft_warm_start(sft_dir, steps=sft_steps, lr=opts.sft_lr)
-    base = {"model": str(sft_dir), "workdir": str(workdir), "threads": opts.threads, "seed": 0}
+    base = {"model": str(sft_dir), "workdir": str(workdir), "threads": opts.threads, "seed": opts.seed}
     if "grpo" in only:
         a = {**base, "steps": steps, "warmup": warm, "lr": 1e-4}
         out["grpo"] = {"rftkit": run_worker("grpo_rftkit", a, workdir),
@@ -251,6 +251,9 @@ def main(argv=None) -> dict:
     p.add_argument("--learn-steps", type=int, default=400, help="learning speed: most GRPO steps per run")
     p.add_argument("--eval-every", type=int, default=5, help="learning speed: steps between held-out evals")
     p.add_argument("--heldout", type=int, default=200, help="learning speed: held-out problems")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the runs: sampling, prompt order and the learning part's train/held-out split "
+                        "(shared by both frameworks); the SFT warm start stays the same")
     p.add_argument("--learn-recipe", default="default",
                    help="learning speed: the shipped recipe whose rl stage is rftkit's GRPO (default: `rftkit run`'s)")
     p.add_argument("--workdir", default=None, help="models and runs (default: a fresh temp folder)")

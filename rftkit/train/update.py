@@ -57,9 +57,10 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
         # Exactly on-policy (one pass): the old policy is the current one, ratio == 1.
         inp.old_logp = logp.detach() if old_logp is None else old_logp[rs]
         seen = inp.mask * fwd[:, None]  # tokens of forwarded rows
-        metrics["policy/entropy"].append(_mean_abs(ent, torch.zeros_like(ent), seen))
-        if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
-            metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], seen))
+        if bool(fwd.any()):  # nothing forwarded: no entropy to report
+            metrics["policy/entropy"].append(_mean_abs(ent, torch.zeros_like(ent), seen))
+            if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
+                metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], seen))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
     if demos is not None and ds is not None:
         dlp, dent, next_logp = token_distributions(parts.model, demos.tokens[ds])
