@@ -248,9 +248,10 @@ def main(argv=None) -> dict:
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
     p.add_argument("--target", type=float, default=0.9, help="learning speed: held-out greedy accuracy to reach")
-    p.add_argument("--learn-steps", type=int, default=400, help="learning speed: most GRPO steps per run")
-    p.add_argument("--eval-every", type=int, default=5, help="learning speed: steps between held-out evals")
-    p.add_argument("--heldout", type=int, default=200, help="learning speed: held-out problems")
+    p.add_argument("--learn-steps", type=int, default=800, help="learning speed: most GRPO steps per run")
+    p.add_argument("--eval-every", type=int, default=10, help="learning speed: steps between held-out evals")
+    p.add_argument("--heldout", type=int, default=1000,
+                   help="learning speed: held-out problems (1000: about 1 point of standard error at 0.9)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the runs: sampling, prompt order and the learning part's train/held-out split "
                         "(shared by both frameworks); the SFT warm start stays the same")
