@@ -162,3 +162,26 @@ def test_user_losses_are_not_skipped_unless_marked():
     finally:
         POLICY_LOSSES._items.clear()
         POLICY_LOSSES._items.update(reg_before)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_config_switch_reaches_the_update(tmp_path, skip):
+    """`stages[].rl.skip_inert_rows` in a recipe decides whether a real run skips rows."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from rftkit.config import validate
+    from rftkit.train.loop import train
+
+    tree = yaml.safe_load((Path(__file__).parent / "fixtures" / "tiny.yaml").read_text())
+    tree.update(out_dir=str(tmp_path), progress=False)
+    tree["stages"] = [{"name": "rl", "steps": 2, "batch_size": 8, "rl": {"skip_inert_rows": skip},
+                       "objectives": [{"name": "policy"}]}]
+    tree["eval"] = {"n_samples": 1, "ks": [1], "splits": ["test"]}
+    run = train(validate(tree, "skip-switch"))
+    steps = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines() if "loss/total" in x]
+    skipped = [r["perf/inert_rows_skipped"] for r in steps]
+    assert len(skipped) == 2
+    assert (max(skipped) > 0) if skip else skipped == [0.0, 0.0]  # an untrained model fails whole groups
