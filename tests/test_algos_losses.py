@@ -11,7 +11,7 @@ import torch
 
 from rftkit.algos.advantages import ADVANTAGES, group_stats
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES
+from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, AggTotals, totals_of
 
 A = pytest.approx
 LN = math.log
@@ -20,7 +20,7 @@ LN = math.log
 def grad_of(name, logp0, old, adv, mask, agg="token_mean", **knobs):
     logp = logp0.clone().requires_grad_()
     per_token, metrics = POLICY_LOSSES.get(name)(logp, old, adv, mask, **knobs)
-    AGGREGATIONS.get(agg)(per_token, mask).backward()
+    AGGREGATIONS.get(agg)(per_token, mask, totals_of(mask, budget=16)).backward()
     return per_token.detach(), logp.grad, metrics
 
 
@@ -34,16 +34,47 @@ MASK = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0,
     ("token_mean", 7 / 3),                 # (1 + 2 + 4) / 3 tokens
     ("seq_mean_token_mean", 2.75),         # (1.5 + 4) / 2 rows with tokens
     ("seq_mean_token_sum", 3.5),           # (3 + 4) / 2
-    ("seq_mean_token_sum_norm", 1.75),     # 7 / T, T = 4 (verl: no division by rows)
+    ("seq_mean_token_sum_norm", 7 / (3 * 10)),  # Dr. GRPO: 7 / (G = 3 rows x MAX_TOKENS = 10)
 ])
 def test_aggregations_hand_numbers(name, expected):
-    assert float(AGGREGATIONS.get(name)(LOSS, MASK)) == A(expected)
+    assert float(AGGREGATIONS.get(name)(LOSS, MASK, totals_of(MASK, budget=10))) == A(expected)
+
+
+def test_dr_grpo_normalizer_is_a_constant_not_the_padded_width():
+    """Padding the batch wider changes nothing; without a budget it refuses instead of guessing."""
+    wide_loss, wide_mask = torch.cat([LOSS, torch.ones(3, 6)], 1), torch.cat([MASK, torch.zeros(3, 6)], 1)
+    agg = AGGREGATIONS.get("seq_mean_token_sum_norm")
+    assert float(agg(wide_loss, wide_mask, totals_of(wide_mask, budget=10))) == A(7 / 30)
+    with pytest.raises(ValueError, match="budget"):
+        agg(LOSS, MASK)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("token_mean", 3 / 6),                 # the slice's token sum / the whole batch's 6 tokens
+    ("seq_mean_token_mean", 1.5 / 4),      # row 0's token mean / 4 rows with tokens in the whole batch
+    ("seq_mean_token_sum", 3 / 4),
+    ("seq_mean_token_sum_norm", 3 / (5 * 10)),  # 5 rows in the whole batch, budget 10
+])
+def test_aggregation_of_a_micro_batch_divides_by_the_whole_batch(name, expected):
+    totals = AggTotals(tokens=6, seqs=4, rows=5, budget=10)
+    assert float(AGGREGATIONS.get(name)(LOSS[:1], MASK[:1], totals)) == A(expected)
+
+
+@pytest.mark.parametrize("name", AGGREGATIONS.names())
+def test_micro_batch_shares_sum_to_the_whole_batch(name):
+    torch.manual_seed(0)
+    loss, mask = torch.randn(7, 5), (torch.rand(7, 5) > 0.4).float()
+    mask[3] = 0.0
+    totals = totals_of(mask, budget=8)
+    whole = AGGREGATIONS.get(name)(loss, mask, totals)
+    parts = sum(AGGREGATIONS.get(name)(loss[s], mask[s], totals) for s in (slice(0, 2), slice(2, 3), slice(3, 7)))
+    assert float(parts) == A(float(whole), abs=1e-6)
 
 
 @pytest.mark.parametrize("name", AGGREGATIONS.names())
 def test_aggregation_of_an_empty_mask_is_zero_with_grad(name):
     x = torch.ones(2, 3, requires_grad=True)
-    out = AGGREGATIONS.get(name)(x, torch.zeros(2, 3))
+    out = AGGREGATIONS.get(name)(x, torch.zeros(2, 3), totals_of(torch.zeros(2, 3), budget=4))
     assert float(out.detach()) == 0.0
     out.backward()
 

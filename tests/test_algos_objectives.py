@@ -8,7 +8,7 @@ import torch
 
 from rftkit.algos.advantages import ADVANTAGES, group_stats
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES
+from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, totals_of
 from rftkit.algos.objectives import OBJECTIVES, LossInputs
 from rftkit.registry import RegistryError
 
@@ -82,12 +82,13 @@ def test_policy_passes_extra_inputs_to_nft():
     groups = torch.tensor([0, 0, 1, 1])
     inp = rollout_inputs(n=4)
     inp.rewards, inp.group_reward_mean = rewards, group_stats(rewards, groups)[0]
+    inp.max_tokens = 8
     value, _ = OBJECTIVES.get("policy")(inp, loss="nft", agg="seq_mean_token_sum_norm")
     value.backward()
     dr = ADVANTAGES.get("dr_grpo")(rewards, groups, inp.mask)
     logp2 = inp.logp.detach().clone().requires_grad_()
     pg, _ = POLICY_LOSSES.get("pg")(logp2, inp.old_logp, dr, inp.mask)
-    AGGREGATIONS.get("seq_mean_token_sum_norm")(pg, inp.mask).backward()
+    AGGREGATIONS.get("seq_mean_token_sum_norm")(pg, inp.mask, totals_of(inp.mask, budget=8)).backward()
     assert torch.allclose(inp.logp.grad, logp2.grad, atol=1e-6)
     inp.rewards = None
     with pytest.raises(ValueError, match="nft"):

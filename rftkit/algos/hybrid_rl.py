@@ -18,8 +18,8 @@ from torch import Tensor
 
 from rftkit.algos.hybrid_sft import need
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, _log_ratio, masked_mean, ratio_metrics
-from rftkit.algos.objectives import LossInputs, entropy_top_mask, objective
+from rftkit.algos.losses import POLICY_LOSSES, _log_ratio, masked_mean, ratio_metrics
+from rftkit.algos.objectives import LossInputs, aggregate, entropy_top_mask, objective
 
 
 def _split(offpolicy: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -122,6 +122,15 @@ def _row_advantage(advantages: Tensor, mask: Tensor) -> Tensor:
     return ((advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1.0))[:, None]
 
 
+def _prefix_mask_of(inp: LossInputs) -> Tensor:
+    return inp.prefix_mask.to(inp.mask.dtype)
+
+
+def _incorrect_mask_of(inp: LossInputs) -> Tensor:
+    """The trained tokens of rows with reward <= 0 (KDRL's reward-guided variant)."""
+    return inp.mask * (inp.rewards <= 0).to(inp.mask.dtype)[:, None]
+
+
 @objective("prefix_sft", needs={"rollout"})
 def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entropy_top: float | None = 0.2,
                          agg: str = "token_mean") -> tuple[Tensor, dict]:
@@ -158,7 +167,7 @@ def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entro
     if entropy_top is not None:
         need(inp, ("entropy",), "prefix_sft")
         keep, _ = entropy_top_mask(inp.entropy, pm, entropy_top)
-    value = AGGREGATIONS.get(agg)(per_token * keep, pm)
+    value = aggregate(agg, per_token * keep, inp, _prefix_mask_of)
     return value, {"loss/prefix_sft": float(value.detach()),
                    "mix/prefix_grad_frac": float(keep.sum() / pm.sum()),
                    "mix/prefix_prob_mean": float(masked_mean(inp.logp.detach().exp(), pm))}
@@ -184,10 +193,8 @@ def teacher_kl_objective(inp: LossInputs, *, estimator: str = "k2", agg: str = "
     Metrics: loss/teacher_kl.
     """
     need(inp, ("logp", "mask", "teacher_logp"), "teacher_kl")
-    mask = inp.mask
     if only_incorrect:
         need(inp, ("rewards",), "teacher_kl")
-        mask = mask * (inp.rewards <= 0).to(mask.dtype)[:, None]
     kl = KL_ESTIMATORS.get(estimator)(inp.logp, inp.teacher_logp)
-    value = AGGREGATIONS.get(agg)(kl, mask)
+    value = aggregate(agg, kl, inp, _incorrect_mask_of if only_incorrect else (lambda v: v.mask))
     return value, {"loss/teacher_kl": float(value.detach())}

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, masked_mean
-from rftkit.algos.objectives import LossInputs, objective
+from rftkit.algos.losses import masked_mean
+from rftkit.algos.objectives import LossInputs, aggregate, demo_mask_of, objective
 
 
 def need(inp: LossInputs, names: tuple[str, ...], who: str) -> None:
@@ -70,7 +70,7 @@ def dft_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, 
     """
     need(inp, ("demo_logp", "demo_mask"), "dft")
     per_token, p = _dft_tokens(inp)
-    value = AGGREGATIONS.get(agg)(per_token, inp.demo_mask)
+    value = aggregate(agg, per_token, inp, demo_mask_of)
     return value, {"loss/dft": float(value.detach()),
                    "mix/sft_token_weight_mean": float(masked_mean(p, inp.demo_mask))}
 
@@ -100,7 +100,7 @@ def asft_objective(inp: LossInputs, *, kl_weight: float = 0.1, anchor: str = "bi
         kl = binary_kl(inp.demo_logp, inp.demo_ref_logp)
     else:
         kl = KL_ESTIMATORS.get(anchor)(inp.demo_logp, inp.demo_ref_logp)
-    value = AGGREGATIONS.get(agg)(per_token + kl_weight * kl, inp.demo_mask)
+    value = aggregate(agg, per_token + kl_weight * kl, inp, demo_mask_of)
     return value, {"loss/asft": float(value.detach()),
                    "mix/asft_anchor": float(masked_mean(kl.detach(), inp.demo_mask)),
                    "mix/sft_token_weight_mean": float(masked_mean(p, inp.demo_mask))}
@@ -131,7 +131,7 @@ def chord_sft_objective(inp: LossInputs, *, cutoff_prob: float = 1.0,
     p = inp.demo_logp.detach().exp()
     phi = p * (1.0 - p)
     logp = inp.demo_logp if cutoff_prob >= 1.0 else inp.demo_logp.clamp(max=math.log(cutoff_prob))
-    value = AGGREGATIONS.get(agg)(-phi * logp, inp.demo_mask)
+    value = aggregate(agg, -phi * logp, inp, demo_mask_of)
     return value, {"loss/chord_sft": float(value.detach()),
                    "mix/sft_token_weight_mean": float(masked_mean(phi, inp.demo_mask))}
 
@@ -211,6 +211,6 @@ def otr_objective(inp: LossInputs, *, k: int = 256, temperature: float = 1.3, wr
     samples = otr_samples(logp_all, mask, k=k, temperature=temperature, generator=gen)
     per_token, metrics = otr_token_loss(logp_all, targets, mask, samples, wrong_reward=wrong_reward)
     per_token = F.pad(per_token, (1, 0))  # back to [M, T]; position 0 (bos) is never a target
-    value = AGGREGATIONS.get(agg)(per_token, inp.demo_mask)
+    value = aggregate(agg, per_token, inp, demo_mask_of)
     metrics["loss/otr"] = float(value.detach())
     return value, metrics

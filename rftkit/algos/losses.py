@@ -2,9 +2,11 @@
 
     PolicyLossFn(logp [N, T], old_logp [N, T], advantages [N, T], mask [N, T], *, knobs)
         -> (per-token loss [N, T], metrics dict of floats)
-    AggFn(loss [N, T], mask [N, T]) -> scalar
+    AggFn(loss [N, T], mask [N, T], totals: AggTotals | None) -> scalar
 
 The aggregation is a separate named function (verl `agg_loss` modes), chosen per objective.
+`totals` are the whole optimizer-step batch's counts (None: `mask` is the whole batch), so the
+loss of a batch does not depend on how many micro-batches it is split into.
 A loss that needs more per-row data than the four tensors lists the LossInputs field names
 in its `extra_inputs` attribute and takes them as keyword arguments with default None (not
 knobs); the `policy` objective passes them (verl's `register_policy_loss(extra_keys=...)`).
@@ -22,6 +24,7 @@ policy/ratio_max; dual clipping adds policy/clipfrac_lower.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -29,7 +32,7 @@ from torch import Tensor
 from rftkit.registry import Registry
 
 POLICY_LOSSES: Registry[Callable] = Registry("policy loss")
-AGGREGATIONS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("loss aggregation")
+AGGREGATIONS: Registry[Callable[..., Tensor]] = Registry("loss aggregation")
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -38,50 +41,83 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 # ---- aggregations ---------------------------------------------------------------------------
 
-@AGGREGATIONS.register("token_mean")
-def token_mean(loss: Tensor, mask: Tensor) -> Tensor:
-    """Mean over all trained tokens of the batch (DAPO, arXiv:2503.14476, eq. 8; verl 'token-mean')."""
-    return masked_mean(loss, mask)
+@dataclass(frozen=True)
+class AggTotals:
+    """Normalizers of one aggregation over the WHOLE batch of an optimizer step.
+
+    The loop splits that batch into `grad_accum` micro-batches and sums their aggregated
+    values; each micro-batch divides by these whole-batch counts, so the sum equals the
+    aggregation of the whole batch at once (verl passes `batch_num_tokens` and
+    `global_batch_size` to `agg_loss` for the same reason). tokens: trained tokens (mask sum);
+    seqs: rows with at least one trained token; rows: all rows; budget: Dr. GRPO's constant
+    normalizer, the generation budget in tokens (rollout.max_new_tokens), None if unknown.
+    """
+
+    tokens: float
+    seqs: float
+    rows: int
+    budget: int | None = None
 
 
-def _per_seq(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean over rows with at least one trained token (0 with grad if there are none)."""
+def totals_of(mask: Tensor, budget: int | None = None) -> AggTotals:
+    """The AggTotals of `mask` [N, T] taken as the whole batch."""
+    return AggTotals(tokens=float(mask.sum()), seqs=float((mask.sum(-1) > 0).sum()),
+                     rows=int(mask.shape[0]), budget=budget)
+
+
+def _per_seq(values: Tensor, mask: Tensor, totals: AggTotals | None) -> Tensor:
+    """Sum of `values` [N] over rows with a trained token / the whole batch's count of such rows."""
     rows = mask.sum(-1) > 0
-    return values[rows].mean() if bool(rows.any()) else values.sum() * 0
+    seqs = (totals or totals_of(mask)).seqs
+    return values[rows].sum() / max(seqs, 1.0) if bool(rows.any()) else values.sum() * 0
+
+
+@AGGREGATIONS.register("token_mean")
+def token_mean(loss: Tensor, mask: Tensor, totals: AggTotals | None = None) -> Tensor:
+    """Mean over all trained tokens of the batch (DAPO, arXiv:2503.14476, eq. 8; verl 'token-mean').
+
+    sum(loss * mask) / totals.tokens. Shapes: loss, mask [N, T] -> scalar.
+    """
+    tokens = (totals or totals_of(mask)).tokens
+    return (loss * mask).sum() / max(tokens, 1.0)
 
 
 @AGGREGATIONS.register("seq_mean_token_mean")
-def seq_mean_token_mean(loss: Tensor, mask: Tensor) -> Tensor:
+def seq_mean_token_mean(loss: Tensor, mask: Tensor, totals: AggTotals | None = None) -> Tensor:
     """Mean over sequences of the per-sequence token mean (original GRPO, arXiv:2402.03300, eq. 3).
 
     verl 'seq-mean-token-mean'. Rows without trained tokens are left out of the mean.
     """
-    return _per_seq((loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0), mask)
+    return _per_seq((loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0), mask, totals)
 
 
 @AGGREGATIONS.register("seq_mean_token_sum")
-def seq_mean_token_sum(loss: Tensor, mask: Tensor) -> Tensor:
+def seq_mean_token_sum(loss: Tensor, mask: Tensor, totals: AggTotals | None = None) -> Tensor:
     """Mean over sequences of the per-sequence token sum (verl 'seq-mean-token-sum').
 
     Source: verl `agg_loss` (https://github.com/volcengine/verl, verl/trainer/ppo/core_algos.py);
     the un-normalized sum of Dr.GRPO (arXiv:2503.20783). Long sequences weigh
     more. Rows without trained tokens are left out of the mean.
     """
-    return _per_seq((loss * mask).sum(-1), mask)
+    return _per_seq((loss * mask).sum(-1), mask, totals)
 
 
 @AGGREGATIONS.register("seq_mean_token_sum_norm")
-def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor) -> Tensor:
-    """Dr.GRPO constant normalizer: sum of all token losses / T, T = mask.shape[-1].
+def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, totals: AggTotals | None = None) -> Tensor:
+    """Dr. GRPO: (1/G) sum_i sum_t loss_it / MAX_TOKENS, a constant instead of |o_i|.
 
-    Liu et al. 2025, Dr.GRPO (arXiv:2503.20783) divides by a constant (MAX_TOKENS) instead
-    of |o_i|. This copies verl `agg_loss` mode 'seq-mean-token-sum-norm' exactly:
-    `sum(seq_losses) / loss_mask.shape[-1]` - despite the name there is no division by the
-    number of sequences. In rftkit T is the padded prompt+completion length of the batch,
-    so the constant moves when padding does (verl notes the same caveat); AggFn has no
-    knobs, so a fixed constant cannot be configured here.
+    Liu et al. 2025, "Understanding R1-Zero-Like Training" (Dr. GRPO, arXiv:2503.20783, eq. in
+    sec. 3.2; official code sail-sg/understand-r1-zero: `masked_sum(...) / generate_max_length`
+    then the mean over the batch's responses). Here G = totals.rows (every row of the whole
+    batch, so this term and `prefix_sft` on the same rows add up to Dr. GRPO over whole
+    trajectories) and MAX_TOKENS = totals.budget, the generation budget (rollout.max_new_tokens),
+    which the loop passes; neither moves with padding or micro-batching. Shapes: [N, T] -> scalar.
     """
-    return (loss * mask).sum() / mask.shape[-1]
+    totals = totals or totals_of(mask)
+    if totals.budget is None or totals.budget <= 0:
+        raise ValueError("seq_mean_token_sum_norm (Dr. GRPO) needs the generation budget "
+                         "(AggTotals.budget = rollout.max_new_tokens), got none")
+    return (loss * mask).sum() / (max(totals.rows, 1) * totals.budget)
 
 
 # ---- shared pieces --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from rftkit.algos import policy_losses as _policy_losses  # noqa: F401  (registers more losses)
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, masked_mean
+from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, masked_mean, totals_of
 from rftkit.registry import Registry
 
 
@@ -50,6 +50,10 @@ class LossInputs:
     is the distribution of demo_tokens[:, t+1] (the tensor the forward pass builds anyway; OTR).
     seed: a reproducible per-micro-batch seed derived from the step seed, for objectives that
     sample (OTR): they draw from their own torch.Generator, never the global RNG, so resume is exact.
+    Normalization (see `aggregate`): whole holds the mask-like fields (mask, prefix_mask,
+    rewards, offpolicy, demo_mask) of the whole optimizer-step batch this micro-batch is a
+    slice of (None: this is the whole batch); max_tokens is the generation budget
+    (rollout.max_new_tokens), Dr. GRPO's constant.
     """
 
     logp: Tensor | None = None
@@ -74,6 +78,23 @@ class LossInputs:
     demo_tokens: Tensor | None = None
     demo_next_logp: Tensor | None = None
     seed: int | None = None
+    whole: LossInputs | None = None
+    max_tokens: int | None = None
+
+
+def aggregate(agg: str, per_token: Tensor, inp: LossInputs,
+              mask_of: Callable[[LossInputs], Tensor] = lambda v: v.mask) -> Tensor:
+    """Aggregate per-token values [N, T] over `mask_of(inp)` by the registered mode `agg`, with
+    the normalizers (token and row counts) of `mask_of(inp.whole)`: the micro-batches of one
+    optimizer step then sum to the whole batch's loss, whatever `optim.grad_accum` is.
+    `mask_of` must build the mask from LossInputs fields that `whole` carries."""
+    mask = mask_of(inp)
+    totals = totals_of(mask_of(inp.whole if inp.whole is not None else inp), inp.max_tokens)
+    return AGGREGATIONS.get(agg)(per_token, mask, totals)
+
+
+def demo_mask_of(inp: LossInputs) -> Tensor:
+    return inp.demo_mask
 
 
 OBJECTIVES: Registry[Callable] = Registry("objective")
@@ -93,7 +114,7 @@ def objective(name: str, needs: set[str]) -> Callable:
 def sft_nll(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
     """Masked negative log-likelihood of the demonstration tokens (supervised fine-tuning, the
     SFT stage of Ouyang et al. 2022, arXiv:2203.02155)."""
-    loss = AGGREGATIONS.get(agg)(-inp.demo_logp, inp.demo_mask)
+    loss = aggregate(agg, -inp.demo_logp, inp, demo_mask_of)
     return loss, {"loss/sft": float(loss.detach())}
 
 
@@ -166,7 +187,7 @@ def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "tok
         keep, m = entropy_top_mask(inp.entropy, inp.mask, entropy_mask_top)
         per_token = per_token * keep
         metrics.update(m)
-    value = AGGREGATIONS.get(agg)(per_token, inp.mask)
+    value = aggregate(agg, per_token, inp)
     metrics["loss/policy"] = float(value.detach())
     return value, metrics
 
@@ -194,7 +215,7 @@ def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_me
     """KL(pi || pi_ref) penalty in the loss, as GRPO does (arXiv:2402.03300, eq. 3-4); its weight
     is the coefficient beta. For KL in the reward (PPO) see `rftkit.algos.shaping.kl_in_reward`."""
     kl = KL_ESTIMATORS.get(estimator)(inp.logp, inp.ref_logp)
-    value = AGGREGATIONS.get(agg)(kl, inp.mask)
+    value = aggregate(agg, kl, inp)
     return value, {"policy/kl": float(value.detach())}
 
 
@@ -202,7 +223,7 @@ def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_me
 def entropy_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
     """Mean token entropy of the policy on its samples; use a negative weight for a bonus
     (entropy regularization, Mnih et al. 2016, A3C, arXiv:1602.01783)."""
-    value = AGGREGATIONS.get(agg)(inp.entropy, inp.mask)
+    value = aggregate(agg, inp.entropy, inp)
     return value, {"policy/entropy_term": float(value.detach())}
 
 
@@ -226,7 +247,7 @@ def value_objective(inp: LossInputs, *, clip: float | None = 0.5, agg: str = "to
         v_clip = inp.old_values + (v - inp.old_values).clamp(-clip, clip)
         l2 = (v_clip - ret) ** 2
         per_token, active = torch.maximum(l1, l2), l2 > l1
-    value = 0.5 * AGGREGATIONS.get(agg)(per_token, mask)
+    value = 0.5 * aggregate(agg, per_token, inp)
     m = mask.bool()
     return value, {"loss/value": float(value.detach()),
                    "value/clipfrac": float((active & m).sum() / m.sum().clamp(min=1)),
@@ -240,4 +261,4 @@ def needs_of(names: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-__all__ = ["OBJECTIVES", "LossInputs", "inert_at_zero_advantage", "masked_mean", "needs_of", "objective"]
+__all__ = ["OBJECTIVES", "LossInputs", "aggregate", "demo_mask_of", "inert_at_zero_advantage", "masked_mean", "needs_of", "objective"]

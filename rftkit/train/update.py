@@ -37,10 +37,24 @@ def _slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def _whole(batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
+           ds: slice | None) -> LossInputs:
+    """The mask-like fields of one optimizer step's whole batch: the aggregations' normalizers."""
+    whole = LossInputs()
+    if batch is not None and rs is not None:
+        whole.mask, whole.rewards = batch.mask[rs], batch.rewards[rs]
+        for name in ("offpolicy", "prefix_mask"):
+            value = getattr(batch, name)
+            setattr(whole, name, None if value is None else value[rs])
+    if demos is not None and ds is not None:
+        whole.demo_mask = demos.mask[ds]
+    return whole
+
+
 def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
             ds: slice | None, old_logp: Tensor | None, metrics: dict, seed: int,
-            active: Tensor | None = None) -> LossInputs:
-    inp = LossInputs(seed=seed)
+            active: Tensor | None = None, whole: LossInputs | None = None) -> LossInputs:
+    inp = LossInputs(seed=seed, whole=whole, max_tokens=parts.sampling.max_new_tokens)
     if batch is not None and rs is not None:
         logp, ent, fwd = _row_logprobs(parts, batch, rs, None if active is None else active[rs], old_logp)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
@@ -190,26 +204,39 @@ def _sub(s: slice | None, k: int, i: int) -> slice | None:
     return slice(s.start + inner[i].start, s.start + inner[i].stop)
 
 
+def _merge_micro(metrics: dict, micro: dict) -> None:
+    """Fold one optimizer step's micro-batch metrics into `metrics`: `loss/*` values are each
+    micro-batch's share of the step's loss (the aggregations divide by whole-batch counts), so
+    they are summed; the other metrics are per-micro-batch statistics, kept as they are."""
+    for k, v in micro.items():
+        if k.startswith("loss/"):
+            metrics[k].append(sum(v))
+        else:
+            metrics[k].extend(v)
+
+
 def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics, seed: int,
                     active: Tensor | None = None) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
     finite, graphless = True, False
+    whole, micro = _whole(batch, demos, rs, ds), defaultdict(list)
     for i in range(parts.grad_accum):
         sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
         if sub_r is None and sub_d is None:
             continue
-        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, metrics, _micro_seed(seed, i), active)
-        loss = _objective_sum(parts, inp, weights, metrics)
+        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, micro, _micro_seed(seed, i), active, whole)
+        loss = _objective_sum(parts, inp, weights, micro)
         if loss is None:
             continue
         if not torch.isfinite(loss):
             finite = False
             break
         if loss.requires_grad:
-            (loss / parts.grad_accum).backward()
+            loss.backward()  # the micro-batch losses are shares of the step's loss: their sum is it
         else:
             graphless = True  # every row of the micro-batch was inert: its gradient is exactly 0
-        metrics["loss/total"].append(float(loss.detach()))
+        micro["loss/total"].append(float(loss.detach()))
+    _merge_micro(metrics, micro)
     params = [p for g in parts.optimizer.param_groups for p in g["params"] if p.requires_grad]
     if graphless:  # AdamW must still see a zero gradient (moments decay), as without the skip
         for p in params:
