@@ -126,6 +126,17 @@ def test_dynamic_sampling_drop_returns_no_batch_when_every_group_is_uniform():
     assert batch is None and metrics["rollout/empty_batch"] == 1.0 and len(stats) == 3
 
 
+def test_dynamic_sampling_filters_on_accuracy_not_the_shaped_reward():
+    """An untrained model answers every prompt wrongly; the overlong penalty still spreads the
+    rewards of a group (different lengths), but DAPO keeps only groups with 0 < #correct < G."""
+    parts = _Parts(RLOptions(zero_variance="drop", overlong_cache=5))
+    batch, metrics, stats = rollout(parts, [0, 1, 2], seed=4, kl_coef=0.0)
+    assert any(s.reward_std > 0 for s in stats), "the shaped rewards must differ within a group"
+    assert all(s.reward_mean <= 0 for s in stats)  # nothing correct, penalties only
+    assert batch is None and metrics["rollout/empty_batch"] == 1.0
+    assert metrics["adv/zero_std_frac_sampled"] == 1.0
+
+
 @pytest.mark.parametrize("policy", ["refill"])
 def test_dynamic_sampling_refill_stops_after_max_rounds(policy):
     parts = _Parts(RLOptions(zero_variance=policy, max_refill_rounds=2))

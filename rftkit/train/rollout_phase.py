@@ -193,8 +193,12 @@ def apply_hints(parts, groups: list[Group], seed: int) -> dict[str, float]:
 
 
 def _has_variance(gr: Group) -> bool:
-    rs = gr.rewards()
-    return max(rs) > min(rs)
+    """DAPO's dynamic-sampling constraint 0 < #correct < G (arXiv:2503.14476, eq. 11): on
+    accuracy, not on the shaped reward, so a group of wrong answers whose rewards differ only
+    by the overlong penalty (or a format bonus) is still dropped, as in DAPO's verl recipe
+    (`filter_groups.metric: acc`)."""
+    correct = [r.verdict is not None and r.verdict.correct for r in gr.rows]
+    return any(correct) and not all(correct)
 
 
 def sample_groups(parts, indices: list[int], seed: int, progress: float) -> tuple[list[Group], list[Group], dict]:
