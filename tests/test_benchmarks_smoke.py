@@ -150,3 +150,40 @@ def test_padded_vocabulary_for_the_05b_shape():
     tok = common.build_tokenizer(151936)
     assert len(tok) == 151936 and tok("12+34=")["input_ids"] == common.build_tokenizer()("12+34=")["input_ids"]
     assert tok.decode([100000]) == "<x100000>"
+
+
+def test_the_harness_refuses_a_warm_start_below_the_floor(tmp_path):
+    """A start below the stated accuracy is refused before anything is timed (issue 19.8)."""
+    import bench
+
+    import torch
+
+    torch.set_num_threads(1)
+    with pytest.raises(SystemExit, match="refused: the SFT warm start reached held-out greedy accuracy"):
+        bench.main(["--only", "sft", "--sft-steps", "2", "--min-warm-acc", "0.5", "--workdir", str(tmp_path)])
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_warm_start_schedule_warms_up_and_decays():
+    import common
+
+    lrs = [common.warm_lr(s, 100, 1e-3, 5) for s in range(100)]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(1e-3)
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+
+
+def test_share_of_the_ceiling_never_prints_more_than_100_percent():
+    import re
+
+    import bench
+
+    fig = {"rftkit_tok_s": 1.0, "generate_tok_s": 1.0, "rftkit_gflops": 120.0}
+    engine = {"ceiling_gflops": {"float32": 100.0, "bfloat16": 400.0},
+              "tiny": {"rftkit_tok_s": 1.0, "generate_tok_s": 1.0},
+              "25m": {"float32": {**fig, "ceiling_gflops": 110.0}, "bfloat16": {**fig, "ceiling_gflops": 400.0}},
+              "25m_train": {"float32": {"gflops": 90.0, "ceiling_gflops": 100.0}}}
+    text = " ".join(r[3] for r in bench.rows({"engine": engine}))
+    shares = [float(x) for x in re.findall(r"([\d.]+)% of", text)]
+    assert shares == [30.0, 90.0] and all(s <= 100 for s in shares)
+    assert "above the float32 ceiling measured next to it" in text
