@@ -10,6 +10,13 @@ mapped columns when no template needs others), `datasets` folders are memory-map
 files iterated row by row. A JSON array file is parsed whole (JSON has no row boundary to
 stream on): use JSONL or Parquet for large data. `load_problems` is the same path as the
 task, for scripts and checks.
+
+Text files: a UTF-8 byte-order mark (what Excel and Notepad write) is dropped, not read as
+part of the first key or column name. Bytes that are not UTF-8 make their row a `BadRow`
+naming the byte (so `on_error: skip` counts it) instead of a decoding traceback for the
+whole file: the decoder keeps them as lone surrogates (`surrogateescape`), which valid
+UTF-8 never produces. A JSON object with a repeated key is a `BadRow` naming the key:
+`json.loads` would keep the last value silently.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +38,55 @@ def _open_text(path: str):
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"{path}: no such file")
-    if p.name.endswith(".gz"):
-        return gzip.open(p, "rt", encoding="utf-8", newline="")
-    return p.open("r", encoding="utf-8", newline="")
+    kw = {"encoding": "utf-8-sig", "errors": "surrogateescape", "newline": ""}
+    return gzip.open(p, "rt", **kw) if p.name.endswith(".gz") else p.open("r", **kw)
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # where surrogateescape kept a byte that is not UTF-8
+
+
+def _invalid_utf8(text: str, where: str = "") -> str | None:
+    """The reason for a row whose text holds bytes that are not UTF-8, or None."""
+    m = _ESCAPED.search(text)
+    if m is None:
+        return None
+    at = where or f"at column {m.start() + 1}"
+    return f"invalid UTF-8 (byte 0x{ord(m.group()) - 0xDC00:02x} {at}); save the file as UTF-8"
+
+
+class _DupDict(dict):
+    duplicate: str = ""
+
+
+def _pairs_hook(found: list[str]):
+    """object_pairs_hook that marks an object with a repeated key (and notes that one was seen)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        seen: set[str] = set()
+        out = _DupDict(obj)
+        out.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        found.append(out.duplicate)
+        return out
+
+    return hook
+
+
+def _duplicate_key(value: Any) -> str | None:
+    """The repeated key of the first marked object inside a parsed value, or None."""
+    if isinstance(value, _DupDict):
+        return value.duplicate
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((k for k in map(_duplicate_key, items) if k is not None), None)
+
+
+def _json_row(value: Any, dups_seen: bool) -> dict[str, Any] | BadRow:
+    if not isinstance(value, dict):
+        return BadRow(f"expected a JSON object, got {type(value).__name__}")
+    key = _duplicate_key(value) if dups_seen else None
+    return BadRow(f"duplicate key '{key}' (JSON would keep only its last value)") if key is not None else value
 
 
 @READERS.register("jsonl")
@@ -44,25 +98,34 @@ def read_jsonl(path: str, *, columns: list[str] | None = None) -> Iterator[Recor
             if not line.strip():
                 continue
             row += 1
+            bad = _invalid_utf8(line)
+            if bad:
+                yield Record(row, line_no, BadRow(bad))
+                continue
+            dups: list[str] = []
             try:
-                value = json.loads(line)
+                value = json.loads(line, object_pairs_hook=_pairs_hook(dups))
             except json.JSONDecodeError as e:
                 yield Record(row, line_no, BadRow(f"unparsable JSON ({e.msg} at column {e.colno})"))
                 continue
-            if not isinstance(value, dict):
-                yield Record(row, line_no, BadRow(f"expected a JSON object, got {type(value).__name__}"))
-                continue
-            yield Record(row, line_no, value)
+            yield Record(row, line_no, _json_row(value, bool(dups)))
 
 
 @READERS.register("json")
 def read_json(path: str, *, columns: list[str] | None = None) -> Iterator[Record]:
     """A JSON array of objects, or an object with exactly one array of objects (e.g. {"data": [...]})."""
+    dups: list[str] = []
     with _open_text(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: unparsable JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        text = f.read()
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs_hook(dups))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: unparsable JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    # bytes that are not UTF-8 can only sit inside strings here (elsewhere the parse fails)
+    check_utf8 = _ESCAPED.search(text) is not None
+    del text
+    if isinstance(data, _DupDict):
+        raise DatasetError(f"{path}: duplicate key '{data.duplicate}' in the top-level object")
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -72,8 +135,8 @@ def read_json(path: str, *, columns: list[str] | None = None) -> Iterator[Record
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
     for i, value in enumerate(data, 1):
-        yield Record(i, None, value if isinstance(value, dict) else
-                     BadRow(f"expected a JSON object, got {type(value).__name__}"))
+        bad = _invalid_utf8(json.dumps(value, ensure_ascii=False), "in a string") if check_utf8 else None
+        yield Record(i, None, BadRow(bad) if bad else _json_row(value, bool(dups)))
 
 
 def _read_delimited(path: str, delimiter: str) -> Iterator[Record]:
@@ -81,6 +144,9 @@ def _read_delimited(path: str, delimiter: str) -> Iterator[Record]:
         reader = csv.DictReader(f, delimiter=delimiter, restkey="\0extra", restval="\0missing")
         if reader.fieldnames is None:
             raise DatasetError(f"{path}: empty file (no header row)")
+        bad = _invalid_utf8(delimiter.join(reader.fieldnames))
+        if bad:  # every row's keys would carry it: a file error, not a row to skip
+            raise DatasetError(f"{path}: the header (line {reader.line_num}): {bad}")
         n_fields = len(reader.fieldnames)
         row, start = 0, reader.line_num + 1
         try:
@@ -91,7 +157,8 @@ def _read_delimited(path: str, delimiter: str) -> Iterator[Record]:
                     have = n_fields + len(value.get("\0extra", [])) - sum(v == "\0missing" for v in value.values())
                     yield Record(row, line, BadRow(f"{have} fields, the header has {n_fields}"))
                     continue
-                yield Record(row, line, value)
+                bad = next(filter(None, (_invalid_utf8(v, f"in column '{k}'") for k, v in value.items())), None)
+                yield Record(row, line, BadRow(bad) if bad else value)
         except csv.Error as e:  # the reader cannot resynchronize: stop, never drop the rest silently
             raise DatasetError(f"{path}: row {row + 1} (line {reader.line_num}): field 'row': unparsable CSV ({e})") from None
 

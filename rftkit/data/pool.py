@@ -36,6 +36,8 @@ class Pools:
     ood: list[Problem]
     notes: dict[str, float] = field(default_factory=dict)
     """Counts to log once (data/<label>/skipped, data/<label>/duplicates)."""
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    """label -> why a dataset task skipped rows (on_error: skip; at most 100 kept), for the run's report."""
 
     def split(self, name: str) -> list[Problem]:
         return {"train": self.train, "test": self.test, "ood": self.ood}[name]
@@ -80,6 +82,8 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
             pools.train += [replace(p, source=spec.label) for p in train]
             pools.test += [replace(p, source=spec.label) for p in test]
             pools.ood += [replace(p, source=spec.label) for p in oods]
+            if getattr(task, "errors", None):
+                pools.skipped[spec.label] = list(task.errors)
             continue
         lo_hi = spec.difficulty or task.default_difficulty
         ood = spec.ood_difficulty or task.default_ood

@@ -1,7 +1,7 @@
 """The self-contained HTML report of a run (report.html), built from the run dir alone.
 
 Sections: summary table (after each stage, ID and OOD: greedy, pass@1, pass@k, maj@k),
-stage timeline, curves (reward, accuracy, pass@k by k, entropy, KL, clipfrac, response
+dataset rows skipped at the start (when any), stage timeline, curves (reward, accuracy, pass@k by k, entropy, KL, clipfrac, response
 length, objective weights, curriculum probabilities, time per phase), forgetting matrix,
 base-unsolved analysis, behaviour and breakdown tables, sample inspector, resolved config.
 Plots are PNGs embedded as base64, so the file opens anywhere with no other files.
@@ -58,6 +58,19 @@ def summary_section(run: RunData) -> str:
     note = ('<p class="muted">greedy: accuracy of the greedy completion; pass@k: unbiased estimator from n samples '
             '(Chen et al. 2021); maj@k: majority vote over k samples (docs/evaluation.md).</p>')
     return section("summary", "Held-out results (%)", table(header, rows, "summary-table", groups=groups), note)
+
+
+def skipped_section(run: RunData) -> str:
+    """The dataset rows skipped with on_error: skip, each with its file, row and reason."""
+    if not run.skipped:
+        return ""
+    rows = [[label, r] for label, v in run.skipped.items() for r in v["reasons"]]
+    counts = ", ".join(f"{esc(label)}: {v['skipped']}" for label, v in run.skipped.items())
+    note = (f'<p class="muted">Rows left out of training and evaluation when the run started ({counts}); '
+            "at most 100 reasons are kept per task. Fix the file or the column mapping, or keep on_error: "
+            "skip (docs/real_models.md).</p>")
+    return section("skipped", "Skipped rows", note, table(["task", "file: row (line): reason"], rows,
+                                                          "skipped-table", left=2))
 
 
 def timeline_section(run: RunData) -> str:
@@ -158,11 +171,13 @@ def build_html(run: RunData) -> str:
     head = (f"<h1>rftkit run <code>{esc(run.name)}</code></h1><p class=\"muted\">{esc(run.dir)} - "
             f"{len(run.stages)} stages, {len(run.records)} metric records - report built {stamp}"
             + ("" if P.have_matplotlib() else " - plots need matplotlib: pip install rftkit[report]") + "</p>")
-    body = [head, summary_section(run), timeline_section(run), curves_section(run), forgetting_section(run),
-            unsolved_section(run), behaviour_section(run), inspector(run),
+    body = [head, summary_section(run), skipped_section(run), timeline_section(run), curves_section(run),
+            forgetting_section(run), unsolved_section(run), behaviour_section(run), inspector(run),
             section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
-    nav = [("summary", "results"), ("timeline", "timeline"), ("curves", "curves"), ("forgetting", "forgetting"),
-           ("unsolved", "base-unsolved"), ("behaviour", "behaviour"), ("samples", "samples"), ("config", "config")]
+    nav = [("summary", "results"), ("skipped", "skipped rows"), ("timeline", "timeline"), ("curves", "curves"),
+           ("forgetting", "forgetting"), ("unsolved", "base-unsolved"), ("behaviour", "behaviour"),
+           ("samples", "samples"), ("config", "config")]
+    nav = [n for n in nav if n[0] != "skipped" or run.skipped]
     return page(f"rftkit report: {run.name}", [b for b in body if b], nav)
 
 

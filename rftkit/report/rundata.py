@@ -1,4 +1,5 @@
-"""Everything a report reads, loaded from a run dir alone (config.yaml, metrics.jsonl, eval/)."""
+"""Everything a report reads, loaded from a run dir alone (config.yaml, metrics.jsonl, eval/,
+data_skipped.json)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from rftkit.eval.evaluate import summarize
 from rftkit.report.log import read_metrics
 
 SPLIT_NAMES = {"test": "ID", "ood": "OOD"}
+SKIPPED_FILE = "data_skipped.json"
+"""{label: {"skipped": n, "reasons": [...]}} of the dataset rows a run skipped (on_error: skip)."""
 
 
 @dataclass
@@ -26,6 +29,8 @@ class RunData:
     """eval/<stage>.json of each evaluated stage, in config order: {"stage", "step", "results"}."""
     samples: dict[tuple[str, str], Path] = field(default_factory=dict)
     """(stage, split) -> eval/<stage>_<split>.jsonl."""
+    skipped: dict[str, dict] = field(default_factory=dict)
+    """SKIPPED_FILE's content: the dataset rows skipped when the run started."""
     _cache: dict = field(default_factory=dict, repr=False)
 
     def sample_records(self, stage: str, split: str) -> list[dict]:
@@ -91,9 +96,24 @@ def load_run(run_dir: Path) -> RunData:
             q = run_dir / "eval" / f"{st['name']}_{split}.jsonl"
             if q.is_file():
                 samples[(st["name"], split)] = q
-    run = RunData(run_dir, cfg, cfg_text, records, results, samples)
+    run = RunData(run_dir, cfg, cfg_text, records, results, samples, skipped=load_skipped(run_dir))
     complete_results(run)
     return run
+
+
+def save_skipped(run_dir: Path, reasons: dict[str, list[str]], counts: dict[str, int]) -> None:
+    """Write SKIPPED_FILE (label -> count and kept reasons); remove a stale one when none was skipped."""
+    path = Path(run_dir) / SKIPPED_FILE
+    if not reasons:
+        path.unlink(missing_ok=True)
+        return
+    data = {label: {"skipped": counts.get(label, len(r)), "reasons": r} for label, r in reasons.items()}
+    path.write_text(json.dumps(data, indent=1))
+
+
+def load_skipped(run_dir: Path) -> dict[str, dict]:
+    path = Path(run_dir) / SKIPPED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def complete_results(run: RunData) -> None:

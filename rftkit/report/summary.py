@@ -1,7 +1,9 @@
 """The end-of-run summary table and the reports (report.html, report.md), from the run dir alone.
 
-Reads config.yaml, eval/<stage>.json, eval/<stage>_<split>.jsonl and metrics.jsonl; never
-live objects (STYLE G14). `write_report` writes the self-contained HTML report
+Reads config.yaml, eval/<stage>.json, eval/<stage>_<split>.jsonl, metrics.jsonl and
+data_skipped.json; never live objects (STYLE G14). `note_skipped_rows` is the one writer here:
+at the start of a run it records the dataset rows skipped with `on_error: skip` for the
+reports and gives the text the run prints. `write_report` writes the self-contained HTML report
 (report/html.py) and a short Markdown one. Plots need matplotlib (the `report` extra);
 without it the reports have tables only.
 """
@@ -17,6 +19,7 @@ from rich import box
 from rich.table import Table
 
 from rftkit.report.log import read_metrics
+from rftkit.report.rundata import load_skipped, save_skipped
 
 
 def stage_results(run_dir: Path) -> list[dict]:
@@ -129,6 +132,31 @@ def _plot(records: list[dict], out: Path) -> list[str]:
     return made
 
 
+def note_skipped_rows(run_dir: Path, reasons: dict[str, list[str]], notes: dict[str, float]) -> str:
+    """Record the skipped dataset rows in the run dir and return the console text ("" if none).
+
+    reasons: label -> kept reasons (`Pools.skipped`); notes: `Pools.notes`, whose
+    data/<label>/skipped holds the full count when more rows were skipped than kept.
+    """
+    counts = {label: int(notes.get(f"data/{label}/skipped", len(r))) for label, r in reasons.items()}
+    save_skipped(run_dir, reasons, counts)
+    return skipped_rows_text(load_skipped(run_dir))
+
+
+def skipped_rows_text(skipped: dict[str, dict], per_task: int = 10) -> str:
+    """A few lines per task: how many rows were skipped and the first reasons (file, row, field)."""
+    total = sum(v["skipped"] for v in skipped.values())
+    if not total:
+        return ""
+    lines = [f"data: skipped {total} row{'' if total == 1 else 's'} (on_error: skip); report.html lists them"]
+    for label, v in skipped.items():
+        lines.append(f"  {label}: {v['skipped']} skipped")
+        lines += [f"    {r}" for r in v["reasons"][:per_task]]
+        if v["skipped"] > per_task:
+            lines.append(f"    ... and {v['skipped'] - per_task} more")
+    return "\n".join(lines)
+
+
 def write_report(run_dir: Path) -> Path:
     """Write report.html (returned) and report.md into the run dir, from the run dir alone."""
     from rftkit.report.html import write_html
@@ -142,6 +170,8 @@ def write_report(run_dir: Path) -> Path:
              "greedy_acc: greedy decoding; pass@k: unbiased estimator from n samples (Chen et al. 2021); "
              "maj@k: majority vote over k samples.", "", markdown_table(header, rows), ""]
     parts += [f"![{p}]({p})" for p in plots]
+    skipped = skipped_rows_text(load_skipped(run_dir), per_task=100)
+    parts += ["", "## Skipped rows", "", "```", skipped, "```"] if skipped else []
     parts += ["", "## Resolved config", "", "```yaml", cfg_text, "```"]
     (run_dir / "report.md").write_text("\n".join(parts))
     return write_html(run_dir)

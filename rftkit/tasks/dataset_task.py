@@ -18,6 +18,14 @@ missing column, an empty prompt, a wrong type or an unparsable row raises `Datas
 naming the file, the row and the field; with `on_error: skip` such rows are skipped and
 counted (`skipped`, `report()`), never dropped silently.
 
+Prompt length: a run's builder (`rftkit.train.build.task_specs`) sets `max_prompt_tokens` to
+the model's context minus the longest generation the run asks for, and `count_tokens` to the
+prompt's ids as the rollout builds them (chat template and bos included). A longer prompt is
+then a row error like any other, found when the file is read instead of as a crash at the
+first rollout or evaluation that samples it. A recipe may set a lower `max_prompt_tokens`;
+without `count_tokens` a prompt counts as the built-in model sees it (bos + one id per
+character).
+
 Reading files is the data layer's job: readers are registered in `READERS` by
 `rftkit.data.datasets` (this module is a leaf and imports nothing above it). `rows(split)`
 gives the fixed rows of "train", "test" or "ood"; `sample(rng, difficulty)` draws from the
@@ -218,9 +226,15 @@ class DatasetTask:
     def __init__(self, *, path: str, format: str = "auto", columns: dict[str, Any] | None = None,
                  template: str | None = None, verifier: str = "exact", test_path: str | None = None,
                  ood_path: str | None = None, test_fraction: float = 0.1, split_seed: int = 0,
-                 on_error: str = "raise", limit: int | None = None) -> None:
+                 on_error: str = "raise", limit: int | None = None, max_prompt_tokens: int | None = None,
+                 count_tokens: Callable[[Problem], int] | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise DatasetError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_prompt_tokens is not None and (not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1):
+            raise DatasetError(f"max_prompt_tokens must be a positive integer, got {max_prompt_tokens!r}")
+        if count_tokens is not None and not callable(count_tokens):
+            raise DatasetError("count_tokens is set by rftkit from the model's tokenizer, not in a recipe; "
+                               f"got {count_tokens!r}")
         if not 0.0 <= test_fraction < 1.0:
             raise DatasetError(f"test_fraction must be in [0, 1), got {test_fraction}")
         VERIFIERS.get(verifier)  # unknown names fail now, listing the valid ones
@@ -229,6 +243,7 @@ class DatasetTask:
         self.path, self.test_path, self.ood_path = path, test_path, ood_path
         self.format, self.cols, self.template, self.verifier = format, normalize_columns(columns), template, verifier
         self.test_fraction, self.split_seed, self.on_error, self.limit = test_fraction, split_seed, on_error, limit
+        self.max_prompt_tokens, self.count_tokens = max_prompt_tokens, count_tokens or _char_tokens
         self.skipped: dict[str, int] = {}
         self.errors: list[str] = []
         self._cache: dict[str, list[Problem]] = {}
@@ -265,8 +280,10 @@ class DatasetTask:
             try:
                 if isinstance(rec.value, BadRow):
                     raise RowError("row", None, rec.value.reason)
-                out.append(row_to_problem(rec.value, self.cols, template=self.template, verifier=self.verifier,
-                                          task=self.name))
+                problem = row_to_problem(rec.value, self.cols, template=self.template, verifier=self.verifier,
+                                         task=self.name)
+                self._check_length(problem)
+                out.append(problem)
             except RowError as e:
                 msg = f"{where(path, rec)}: {e}"
                 if self.on_error == "raise":
@@ -282,10 +299,25 @@ class DatasetTask:
             raise DatasetError(f"{path}: no usable rows" + (f" ({skipped} skipped; first: {first})" if skipped else ""))
         return out
 
+    def _check_length(self, problem: Problem) -> None:
+        if self.max_prompt_tokens is None:
+            return
+        n = self.count_tokens(problem)
+        if n > self.max_prompt_tokens:
+            field = "messages" if self.cols.get("messages") else "prompt"
+            raise RowError(field, self.cols[field], f"{n} tokens; at most {self.max_prompt_tokens} fit (the "
+                           "model's context minus the generation budget)")
+
     def report(self) -> dict[str, Any]:
-        """Counts for logging: rows skipped per file, and the first few reasons."""
+        """Counts for logging: rows skipped per file, the first few reasons, and all kept reasons
+        (`errors`, at most 100) for the run's report."""
         return {"skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values()),
-                "first_errors": self.errors[:5]}
+                "first_errors": self.errors[:5], "errors": list(self.errors)}
+
+
+def _char_tokens(problem: Problem) -> int:
+    """A prompt's length for the built-in model's character tokenizer: bos + one id per character."""
+    return 1 + len(problem.prompt)
 
 
 def _columns_used(cols: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ fails before any training with the config path in the message.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
 from rftkit.errors import ConfigError
+from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.registry import RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
@@ -95,9 +97,50 @@ def check_paths(cfg: Config) -> None:
         raise ConfigError(f"missing local files:\n{lines}")
 
 
-def task_specs(cfg: Config) -> list[TaskSpec]:
-    return [TaskSpec(t.name, t.label or t.name, t.weight, t.difficulty, t.ood_difficulty, dict(t.params))
-            for t in cfg.data.tasks]
+def task_specs(cfg: Config, context: int | None = None, tok=None) -> list[TaskSpec]:
+    """Plain task specs. Given the model's `context` (and its tokenizer), every "dataset" task
+    also gets `max_prompt_tokens` and `count_tokens` (`_prompt_budget`), so a prompt that cannot
+    fit is rejected or skipped when its file is read, never mid-training."""
+    specs = []
+    for t in cfg.data.tasks:
+        params = dict(t.params)
+        if t.name == "dataset" and context is not None:
+            params.update(_prompt_budget(cfg, context, tok, params.get("max_prompt_tokens")))
+        specs.append(TaskSpec(t.name, t.label or t.name, t.weight, t.difficulty, t.ood_difficulty, params))
+    return specs
+
+
+def _prompt_budget(cfg: Config, context: int, tok, own_cap: int | None) -> dict:
+    """The context minus the longest generation the run asks for (rollouts, and evaluations:
+    they sample the same test rows), or a recipe's own lower cap; prompts counted as the
+    rollout encodes them."""
+    gen = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens or 0)
+    if context - gen < 1:
+        raise ConfigError(f"rollout.max_new_tokens / eval.max_new_tokens ({gen}) leave no room for a prompt in "
+                          f"the model's context of {context} tokens")
+    out = {"max_prompt_tokens": min(context - gen, own_cap or context)}
+    if tok is not None:
+        out["count_tokens"] = functools.partial(_prompt_tokens, tok)
+    return out
+
+
+def _prompt_tokens(tok, problem) -> int:
+    return len(problem_prompt_ids(tok, problem))
+
+
+HF_NO_LIMIT = 1 << 20
+"""What `HFPolicy.cfg.max_seq_len` holds when the model config has no max_position_embeddings."""
+
+
+def context_length(model, tok) -> int | None:
+    """Positions the model can attend over: its own limit (the built-in model's max_seq_len, an
+    HF config's max_position_embeddings), else the HF tokenizer's model_max_length (HF's
+    "unset" is a huge number), else None."""
+    n = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+    if n and n < HF_NO_LIMIT:
+        return int(n)
+    n = getattr(getattr(tok, "hf", None), "model_max_length", None)
+    return int(n) if n and n < HF_NO_LIMIT else None
 
 
 def weight_fn(o: ObjectiveCfg):

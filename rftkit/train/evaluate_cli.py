@@ -14,7 +14,7 @@ from rftkit.errors import ConfigError
 from rftkit.eval.evaluate import evaluate, headline_keys
 from rftkit.model.io import load_model
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import resolve_model_dir, task_specs
+from rftkit.train.build import context_length, resolve_model_dir, task_specs
 
 
 def find_run_config(path: Path) -> Path | None:
@@ -32,7 +32,9 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     cfg = prepare(load_config(None, overrides, base=base), cfg_file.parent)
     model_dir = resolve_model_dir(str(path))
     model, tok = load_model(model_dir, cfg.model.device)
-    pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
+    # the same rows as the run: prompts too long for this model are skipped (or rejected) again
+    pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
+                        cfg.data.ood_size, cfg.seed)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
     table = Table(title=f"eval of {model_dir} (%)")
     table.add_column("metric")

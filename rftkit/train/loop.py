@@ -29,9 +29,9 @@ from rftkit.model.tokenizer import CharTokenizer
 from rftkit.report.log import JsonlLogger
 from rftkit.report.progress import StageProgress, console
 from rftkit.report.sinks import build_sinks
-from rftkit.report.summary import eval_console_table
+from rftkit.report.summary import eval_console_table, note_skipped_rows
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import check_paths, resolve_model_dir, stage_parts, task_specs
+from rftkit.train.build import check_paths, context_length, resolve_model_dir, stage_parts, task_specs
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.rewards_build import build_reward_runner
@@ -78,7 +78,6 @@ def start_run(cfg: Config, resume: bool) -> Run:
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
     run_dir = cfg.run_dir
-    pools = build_pools(task_specs(cfg), cfg.data.train_size, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
     if cfg.model.path:
         model, tok = _load_hf(cfg)
     elif cfg.model.init:
@@ -86,6 +85,9 @@ def start_run(cfg: Config, resume: bool) -> Run:
     else:
         tok = CharTokenizer()
         model = build_model(cfg.model.size, cfg.model.max_seq_len, tok).to(cfg.model.device)
+    # after the model: dataset prompts are measured with its tokenizer against its context
+    pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
+                        cfg.data.ood_size, cfg.seed)
     state = RunState()
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -99,6 +101,9 @@ def start_run(cfg: Config, resume: bool) -> Run:
         log = JsonlLogger(run_dir / "metrics.jsonl", keep_lines=0)
     if pools.notes and not resume:
         log.log({"step": 0, "stage": "data", **pools.notes})
+    skipped = note_skipped_rows(run_dir, pools.skipped, pools.notes)  # rows left out: say so before training
+    if skipped:
+        console.print(skipped, markup=False, highlight=False, soft_wrap=True)
     sinks = build_sinks(cfg.logging.sinks, run_dir, cfg.model_dump(mode="json"),
                         resume_step=state.global_step + 1 if resume else None)
     return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed, sinks=sinks)
