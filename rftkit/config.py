@@ -2,26 +2,32 @@
 
 Pydantic models with `extra="forbid"` give types and coercion; this module only adds the
 things pydantic does not do: dotted overrides (`stages.rl.steps=50`, lists indexed by
-position or by an element's `name`) and error messages that name the key, the file and the
-closest valid key. Parts receive plain arguments built from these objects, never the
-objects themselves (STYLE G5). Registered parts are configured by `{name, params}`; their
-params are checked against the part's keyword-only signature (`Registry.bind`).
+position or by an element's `name`) and error messages (worded in `rftkit.errors`) that name
+the key as typed, the value given, what was expected and the closest valid key. Bounds are
+Field constraints and validators here, so each bound has one place and one wording; the few
+that need built parts are in `train.build` (`check_bounds`: an estimator's `group_relative`
+mark, rows per minibatch; `check_prompts_fit`: prompt lengths). Parts receive plain
+arguments built from these objects, never the objects themselves (STYLE G5). Registered
+parts are configured by `{name, params}`; their params are checked against the part's
+keyword-only signature (`Registry.bind`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rftkit.errors import ConfigError
-from rftkit.registry import closest
+from rftkit.errors import Bound, ConfigError, format_validation_error
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Count = Annotated[int, Field(ge=1)]
 
 
 class PartCfg(Strict):
@@ -34,11 +40,12 @@ class PartCfg(Strict):
 class ModelCfg(Strict):
     size: str = "micro"
     """Built-in model size (nano ~0.45M, micro ~1.8M, mini ~14M parameters)."""
-    max_seq_len: int = 128
+    max_seq_len: int = Field(128, ge=1)
+    """Context of the built-in model: the longest prompt plus max_new_tokens must fit."""
     init: str | None = None
     """Start from these weights: a run dir, a checkpoint dir or a models/<stage> dir."""
     device: str = "cpu"
-    threads: int = 0
+    threads: int = Field(0, ge=0)
     """torch intra-op threads; 0 keeps torch's default (one per core)."""
     path: str | None = None
     """A local Hugging Face causal-LM folder (hub names need network); replaces size/max_seq_len."""
@@ -51,36 +58,56 @@ class ModelCfg(Strict):
     system_prompt: str | None = None
     chat_template: bool | Literal["auto"] = "auto"
 
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str) -> str:
+        from rftkit.model.gpt import SIZES  # the one list of sizes; torch is needed next anyway
+
+        if size not in SIZES:
+            raise ValueError(f"should be one of {', '.join(SIZES)}")
+        return size
+
 
 class TaskCfg(Strict):
     name: str
     label: str | None = None
     """Source label of its problems (default: the task name); stages and curricula select by it."""
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0)
     """Share of the training pool drawn from this task."""
     difficulty: tuple[int, int] | None = None
     """In-distribution difficulty range (inclusive); None = the task's default."""
     ood_difficulty: tuple[int, int] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("difficulty", "ood_difficulty")
+    @classmethod
+    def _low_to_high(cls, rng: tuple[int, int] | None) -> tuple[int, int] | None:
+        if rng is not None and rng[0] > rng[1]:
+            raise ValueError("should be a range [low, high] with low <= high")
+        return rng
+
 
 class DataCfg(Strict):
     tasks: list[TaskCfg] = Field(default_factory=lambda: [TaskCfg(name="arithmetic")])
-    train_size: int = 20000
+    train_size: int = Field(20000, ge=1)
     """Training pool size (prompts), split across tasks by weight; test prompts excluded."""
-    test_size: int = 200
+    test_size: int = Field(200, ge=0)
     """Held-out in-distribution problems per task."""
-    ood_size: int = 200
+    ood_size: int = Field(200, ge=0)
     """Out-of-distribution (harder) problems per task."""
 
 
 class RolloutCfg(Strict):
     engine: str = "kv"
-    group_size: int = 8
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    group_size: int = Field(8, ge=1)
+    """Rollouts per prompt; group-relative estimators (grpo, rloo...) need at least 2."""
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    """0 = greedy."""
+    top_k: int = Field(0, ge=0)
+    """0 = off."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling, in (0, 1]; 1 = off."""
     stop: list[str] = Field(default_factory=list)
 
 
@@ -97,24 +124,24 @@ class RLCfg(Strict):
     zero_variance: Literal["keep", "drop", "refill"] = "keep"
     """Groups whose rewards are all equal: keep them, drop them, or drop and over-sample
     until the batch is full again (DAPO dynamic sampling)."""
-    max_refill_rounds: int = 4
-    overlong_cache: int = 0
+    max_refill_rounds: int = Field(4, ge=0)
+    overlong_cache: int = Field(0, ge=0)
     """DAPO soft overlong punishment over the last N tokens of max_new_tokens (0 = off)."""
     mask_truncated: bool = False
     """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
-    kl_reward_coef: float = 0.0
+    kl_reward_coef: float = Field(0.0, ge=0)
     """KL(pi || ref) subtracted from the token rewards (PPO-RLHF / ReFT style); 0 = off."""
     kl_reward_estimator: str = "k1"
-    kl_target: float | None = None
+    kl_target: float | None = Field(None, gt=0)
     """Adaptive KL coefficient (Ziegler et al. 2019) towards this KL per token; None = fixed."""
-    kl_horizon: int = 10000
-    ref_reset_every: int = 0
+    kl_horizon: int = Field(10000, ge=1)
+    ref_reset_every: int = Field(0, ge=0)
     """Reset the reference policy to the current one every N steps (ProRL); 0 = never."""
-    critic_lr: float = 1e-4
+    critic_lr: float = Field(1e-4, gt=0)
     """Learning rate of the value model (only when an objective or estimator needs values)."""
-    offpolicy_per_group: int = 0
+    offpolicy_per_group: int = Field(0, ge=0)
     """Demonstrations placed in each group in place of on-policy samples (LUFFY, RL-PLUS)."""
-    prefix_rows: int = 0
+    prefix_rows: int = Field(0, ge=0)
     """Rollouts per group that continue from a demonstration prefix (Prefix-RFT)."""
     prefix_ratio: float | PartCfg = 0.5
     """Share of the demonstration given as prefix: a constant or a schedule over the stage."""
@@ -131,6 +158,7 @@ class RLCfg(Strict):
 class StageCfg(Strict):
     name: str
     steps: int = Field(ge=0)
+    """0 = no training: the stage only saves and evaluates the model it starts from."""
     tasks: list[str] | None = None
     """Train on these task labels of data.tasks only (None = all); evaluation covers all."""
     batch_size: int = Field(32, ge=1)
@@ -140,14 +168,14 @@ class StageCfg(Strict):
     sampler: PartCfg = Field(default_factory=lambda: PartCfg(name="uniform"))
     demos: PartCfg = Field(default_factory=lambda: PartCfg(name="task"))
     """Where demonstrations come from (for objectives that use them)."""
-    lr: float | None = None
+    lr: float | None = Field(None, gt=0)
     """Overrides optim.lr for this stage."""
-    warmup_steps: int = 0
+    warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     update_epochs: int = Field(1, ge=1)
     """Passes over one rollout batch (PPO epochs); old log-probs are cached."""
     minibatches: int = Field(1, ge=1)
-    """Optimizer steps per epoch, each on a slice of the batch."""
+    """Optimizer steps per epoch, each on a slice of the batch (at most one per row)."""
     rl: RLCfg = Field(default_factory=RLCfg)
     controller: PartCfg | None = None
     """Sets objective weights each step from training signals (sasr, amft); None = schedules only."""
@@ -156,30 +184,41 @@ class StageCfg(Strict):
 
 
 class OptimCfg(Strict):
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global gradient norm; 0 = no clipping."""
     grad_accum: int = Field(1, ge=1)
     """Micro-batches per optimizer step (gradients summed, each scaled by 1/grad_accum)."""
-    max_bad_steps: int = 5
+    max_bad_steps: int = Field(5, ge=0)
     """Abort after this many consecutive non-finite loss/gradient steps (each is skipped)."""
 
 
 class EvalCfg(Strict):
-    every: int = 0
+    every: int = Field(0, ge=0)
     """Evaluate every N steps within a stage; 0 = only at the end of each stage."""
-    n_samples: int = 16
-    ks: list[int] = Field(default_factory=lambda: [1, 4, 16])
-    temperature: float = 1.0
-    splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"])
-    max_new_tokens: int | None = None
+    n_samples: int = Field(16, ge=1)
+    ks: list[Count] = Field(default_factory=lambda: [1, 4, 16])
+    """pass@k / maj@k for these k, each at most n_samples."""
+    temperature: float = Field(1.0, ge=0)
+    splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"], min_length=1)
+    max_new_tokens: int | None = Field(None, ge=1)
     """None = rollout.max_new_tokens."""
+
+    @model_validator(mode="after")
+    def _k_within_samples(self) -> EvalCfg:
+        if any(k > self.n_samples for k in self.ks):
+            raise Bound("ks", self.ks, f"each k should be at most eval.n_samples ({self.n_samples}): "
+                                       f"pass@k draws k of the n samples")
+        return self
 
 
 class CheckpointCfg(Strict):
-    every: int = 50
-    keep: int = 2
+    every: int = Field(50, ge=1)
+    """Save every N steps of a stage (and at each stage's end)."""
+    keep: int = Field(2, ge=1)
+    """Newest checkpoints kept on disk (the one just written counts)."""
 
 
 class LoggingCfg(Strict):
@@ -198,7 +237,7 @@ class RewardComponentCfg(Strict):
     rlpr: dict[str, Any] | None = None
     weight: float = 1.0
     gate: bool = False
-    batch_size: int = 0
+    batch_size: int = Field(0, ge=0)
     isolation: Literal["auto", "inline", "thread", "process"] = "auto"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -212,8 +251,8 @@ class RewardCfg(Strict):
     gate_penalty: float = 0.0
     cosine: dict[str, Any] | None = None
     overlong: dict[str, Any] | None = None
-    workers: int = 2
-    timeout: float = 10.0
+    workers: int = Field(2, ge=1)
+    timeout: float = Field(10.0, gt=0)
     fallback: float = 0.0
 
 
@@ -234,6 +273,15 @@ class Config(Strict):
     reward: RewardCfg | None = None
     logging: LoggingCfg = Field(default_factory=LoggingCfg)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _evaluated_splits_have_problems(self) -> Config:
+        for split in self.eval.splits:
+            size = getattr(self.data, f"{split}_size")
+            if size == 0:
+                raise Bound(f"data.{split}_size", size, f"should be at least 1: eval.splits lists '{split}' "
+                                                        f"(or leave '{split}' out of eval.splits)")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -304,41 +352,7 @@ def validate(tree: dict, source: str) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config in {source}:"]
-    for e in err.errors():
-        loc = [str(x) for x in e["loc"]]
-        where = ".".join(loc)
-        if e["type"] == "extra_forbidden":
-            valid = _valid_keys(loc[:-1])
-            hint = closest(loc[-1], valid)
-            lines.append(f"  unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}")
-        elif e["type"] == "missing":
-            lines.append(f"  missing required key '{where}'")
-        else:
-            lines.append(f"  '{where}': {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
-
-
-def _valid_keys(loc: list[str]) -> list[str]:
-    """Field names of the model found by walking the Config classes along `loc`."""
-    model: Any = Config
-    for key in loc:
-        if key.isdigit():
-            continue
-        field = model.model_fields.get(key)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        candidates = [ann, *args] + [a for x in args for a in getattr(x, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return []
-    return sorted(model.model_fields)
+        raise ConfigError(format_validation_error(e, source, tree, Config)) from None
 
 
 def to_yaml(cfg: Config) -> str:

@@ -36,8 +36,8 @@ def test_recipe_loads_and_overrides_by_index_and_name():
 
 @pytest.mark.parametrize("override, message", [
     ("optim.lrr=0.1", r"unknown key 'optim.lrr'. Did you mean 'lr'\?"),
-    ("stages.rl.stepz=3", r"unknown key 'stages.1.stepz'. Did you mean 'steps'\?"),
-    ("stages.rl.steps=many", r"'stages.1.steps': Input should be a valid integer"),
+    ("stages.rl.stepz=3", r"unknown key 'stages.rl.stepz'. Did you mean 'steps'\?"),
+    ("stages.rl.steps=many", r"'stages.rl.steps': Input should be a valid integer"),
     ("stages.nope.steps=1", r"'stages' has no element 'nope'"),
     ("model=3", r"'model'"),
     ("noequals", r"not of the form key.sub=value"),

@@ -10,7 +10,9 @@ trained token. `values` [N, T] (critic values at rollout time) and `greedy_rewar
 (reward of the greedy completion of each row's prompt) are data the loop passes by keyword
 when it has them; an estimator that requires one says so in its `needs` attribute
 (frozenset of "values" / "greedy") and raises ValueError without it. Knobs are keyword-only
-and bound from the recipe's `advantage.params` (Registry.bind).
+and bound from the recipe's `advantage.params` (Registry.bind). `group_relative` marks the
+estimators whose baseline is the prompt's own group: with groups of one (rollout.group_size
+1) they give advantage 0 everywhere, so the config check refuses that pairing.
 
 Groups of one: every group-baseline estimator here gives such a row advantage 0 (its own
 reward is its baseline), unlike verl which keeps the raw reward.
@@ -31,11 +33,14 @@ AdvantageFn = Callable[..., Tensor]
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
-def estimator(name: str, needs: Iterable[str] = ()) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register an advantage estimator and record the optional data it requires."""
+def estimator(name: str, needs: Iterable[str] = (), group_relative: bool = False
+              ) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register an advantage estimator and record the optional data it requires and whether
+    it normalizes within each prompt's group (then it needs groups of at least two)."""
 
     def deco(fn: AdvantageFn) -> AdvantageFn:
         fn.needs = frozenset(needs)
+        fn.group_relative = group_relative
         return ADVANTAGES.register(name)(fn)
 
     return deco
@@ -73,7 +78,7 @@ def _require(value: Tensor | None, what: str, name: str) -> Tensor:
     return value
 
 
-@estimator("grpo")
+@estimator("grpo", group_relative=True)
 def grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None = None,
                     greedy_rewards: Tensor | None = None, *, normalize_std: bool = True,
                     eps: float = 1e-6) -> Tensor:
@@ -93,7 +98,7 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Te
     return broadcast(adv, mask)
 
 
-@estimator("dr_grpo")
+@estimator("dr_grpo", group_relative=True)
 def dr_grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None = None,
                        greedy_rewards: Tensor | None = None) -> Tensor:
     """Dr.GRPO: A_i = r_i - mean_group(r), no std division (removes the difficulty bias).
@@ -106,7 +111,7 @@ def dr_grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values:
     return broadcast(r - group_stats(r, group_ids)[0], mask)
 
 
-@estimator("rloo")
+@estimator("rloo", group_relative=True)
 def rloo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None = None,
                     greedy_rewards: Tensor | None = None) -> Tensor:
     """RLOO: leave-one-out baseline, A_i = r_i - mean_{j != i} r_j = G/(G-1) (r_i - mean_group).
@@ -122,7 +127,7 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Te
     return broadcast(scale * (r - mean), mask)
 
 
-@estimator("lite_ppo")
+@estimator("lite_ppo", group_relative=True)
 def lite_ppo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None = None,
                         greedy_rewards: Tensor | None = None, *, eps: float = 1e-6) -> Tensor:
     """Lite PPO: group-level mean, batch-level std, A_i = (r_i - mean_group(r)) / (std_batch(r) + eps).
@@ -283,7 +288,7 @@ def reinforce_pp_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, va
     return masked_whiten(returns, mask)
 
 
-@estimator("reinforce_pp_baseline")
+@estimator("reinforce_pp_baseline", group_relative=True)
 def reinforce_pp_baseline_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor,
                                      values: Tensor | None = None,
                                      greedy_rewards: Tensor | None = None) -> Tensor:

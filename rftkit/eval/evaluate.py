@@ -33,6 +33,11 @@ from rftkit.types import ANSWER_MARKER, Problem
 Scorer = Callable[[Problem, list[str]], list[float]]
 """A reward model hook: (problem, its n sampled completions) -> one score per completion."""
 
+Progress = Callable[[str, int, int], None]
+"""(phase, done, total), called as evaluation goes: "greedy" and "sampling" (completions,
+each called at its start and end: one generate call each, so that the sampled stream, and the
+numbers, stay those of a single call) then "scoring" (problems, after each one)."""
+
 DISTINCT_NS = (1, 2, 3)
 
 
@@ -42,7 +47,8 @@ def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
 
 def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: list[int],
              temperature: float, max_new_tokens: int, seed: int, extended: bool = False, model=None,
-             scorer: Scorer | None = None, stop: tuple[str, ...] = ()) -> tuple[dict[str, float], list[dict]]:
+             scorer: Scorer | None = None, stop: tuple[str, ...] = (),
+             progress: Progress | None = None) -> tuple[dict[str, float], list[dict]]:
     """Returns (summary, records); see the module docstring for the keys.
 
     stop: completions end at the first of these strings, as in training (`rollout.stop`).
@@ -51,13 +57,18 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
     model: the policy behind `generator`; when given, `entropy` (mean token entropy of the
     sampled completions at `temperature`) is added. scorer: a reward model hook,
     `(problem, completions) -> scores`, giving best-of-n by reward model (`best_of_n_rm`).
+    progress: told each phase's progress (`Progress`); a UI passes it, eval/ draws nothing.
     """
-    prompts = encode_prompts(tok, problems)
-    stop = tuple(stop)
+    tick = progress or _silent
+    prompts, stop, p_count = encode_prompts(tok, problems), tuple(stop), len(problems)
+    tick("greedy", 0, p_count)
     greedy = generator.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0,
                                                         seed=seed, stop=stop))
+    tick("greedy", p_count, p_count)
+    tick("sampling", 0, p_count * n)
     sampled = generator.generate(prompts, SamplingParams(n=n, max_new_tokens=max_new_tokens,
                                                          temperature=temperature, seed=seed + 1, stop=stop))
+    tick("sampling", p_count * n, p_count * n)
     lengths = sampled.mask.sum(1).tolist()
     truncated = sampled.truncated.tolist()
     records = []
@@ -66,6 +77,7 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
         records.append(problem_record(p, greedy.texts[i], [sampled.texts[r] for r in rows],
                                       [int(lengths[r]) for r in rows], [bool(truncated[r]) for r in rows],
                                       tok, scorer))
+        tick("scoring", i + 1, p_count)
     summary = summarize(records, n, ks, extended=extended)
     if model is not None:
         from rftkit.eval.entropy import policy_entropy
@@ -155,6 +167,10 @@ def headline_keys(summary: dict[str, float], ks: list[int]) -> list[str]:
     """The overall keys worth a table column: no breakdowns, pass@k / maj@k only for k in ks."""
     keep = {"greedy_acc", "avg@n", *(f"pass@{k}" for k in ks), *(f"maj@{k}" for k in ks)}
     return [k for k in summary if k in keep]
+
+
+def _silent(phase: str, done: int, total: int) -> None:
+    pass
 
 
 def _mean(xs: list[float]) -> float:

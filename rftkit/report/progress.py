@@ -1,9 +1,14 @@
-"""A progress bar per stage with the numbers a user watches (rich), or plain lines when off."""
+"""Progress (rich): a bar per stage with the numbers a user watches, a bar per evaluated
+split; plain lines when the output is not a terminal; nothing when off."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 
@@ -36,6 +41,45 @@ class StageProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class EvalProgress:
+    """Evaluation progress, as a context manager: `split(label)` is the `progress` callback
+    of `rftkit.eval.evaluate`. On a terminal each split gets a (transient) bar of its current
+    phase; the spinner shows life during a phase that reports only its start and end (the one
+    generate call of "sampling"). Otherwise one line as each split's sampling starts."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and console.is_terminal
+        self.plain = enabled and not self.enabled
+        self._progress: Progress | None = None
+
+    def __enter__(self) -> EvalProgress:
+        if self.enabled:
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("[bold]eval {task.fields[label]}"), TextColumn("{task.fields[phase]:<8}"),
+                BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def split(self, label: str) -> Callable[[str, int, int], None]:
+        task = None
+
+        def tick(phase: str, done: int, total: int) -> None:
+            nonlocal task
+            if self._progress is not None:
+                if task is None:
+                    task = self._progress.add_task("", total=total, label=label, phase=phase)
+                self._progress.update(task, completed=done, total=total, phase=phase)
+            elif self.plain and phase == "sampling" and done == 0:
+                console.print(f"eval {label}: sampling {total} completions", highlight=False)
+
+        return tick
 
 
 def _info(m: dict) -> str:

@@ -21,7 +21,7 @@ from rftkit.config import Config, ObjectiveCfg, StageCfg
 from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
-from rftkit.errors import ConfigError
+from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.registry import RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
@@ -95,6 +95,72 @@ def check_paths(cfg: Config) -> None:
         lines = "\n".join(f"  {key}: '{value}' does not exist (override it: {key}=/your/path)"
                           for key, value in missing)
         raise ConfigError(f"missing local files:\n{lines}")
+
+
+def check_device(device: str) -> None:
+    """`model.device` names a device this machine has (a run's config may come from another);
+    "auto" is Hugging Face models' own choice (`load_hf_policy`)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise bound_error("model.device", device, f"should be a torch device such as cpu, cuda, cuda:1 ({e})") from None
+    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(dev.type)
+    if count is not None and (dev.index or 0) >= count():
+        raise bound_error("model.device", device, f"should be a device of this machine, which has {count()} "
+                                                  f"{dev.type} device(s); model.device=cpu runs anywhere")
+
+
+def check_bounds(cfg: Config) -> None:
+    """The bounds that depend on registered parts or on this machine (the others are in
+    `rftkit.config`)."""
+    check_device(cfg.model.device)
+    r = cfg.rollout
+    try:
+        for s in cfg.stages:
+            needs = set().union(*(OBJECTIVES.get(o.name).needs for o in s.objectives))
+            rolls_out = "rollout" in needs or s.rl.kl_reward_coef > 0
+            if rolls_out and r.group_size < 2 and ADVANTAGES.get(s.advantage.name).group_relative:
+                raise bound_error("rollout.group_size", r.group_size, (
+                    f"should be at least 2 with stages.{s.name}.advantage '{s.advantage.name}': it compares each "
+                    f"rollout with the others of its prompt's group, so groups of one get advantage 0 and "
+                    f"nothing trains"))
+            # update_policy pairs the i-th rollout slice with the i-th demonstration slice, so the
+            # smaller batch (one demonstration per prompt) bounds the minibatches
+            rows, what = ((s.batch_size, f"batch_size {s.batch_size}, one demonstration per prompt")
+                          if "demos" in needs else
+                          (s.batch_size * r.group_size, f"batch_size {s.batch_size} x rollout.group_size "
+                                                        f"{r.group_size}"))
+            if s.minibatches > rows:
+                raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
+                    f"should be at most {rows}: a step has {rows} rows ({what}), and a minibatch "
+                    f"needs at least one"))
+    except RegistryError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:
+    """The longest prompt of the generated tasks plus the longest generation fits the model's
+    context (dataset rows are measured when their file is read, `task_specs`); without this a
+    short context fails at the first rollout or evaluation of a long prompt."""
+    labels = {t.label or t.name for t in cfg.data.tasks if t.name != "dataset"}
+    problems = [p for split in (pools.train, pools.test, pools.ood) for p in split if p.source in labels]
+    if context is None or not problems:
+        return
+    # tokens grow with characters: the longest prompts by characters hold the longest in tokens
+    # (exactly for the built-in tokenizer; 64 of them cover a BPE tokenizer's slack)
+    longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:64]
+    n, p = max((len(problem_prompt_ids(tok, p)), p.source) for p in longest)
+    gen = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens or 0)
+    if n + gen <= context:
+        return
+    why = (f"the longest prompt (task '{p}') has {n} tokens and completions up to {gen} "
+           f"(rollout.max_new_tokens, eval.max_new_tokens)")
+    if cfg.model.path or cfg.model.init:  # a loaded model: its context is fixed, generation is not
+        raise bound_error("rollout.max_new_tokens", gen, f"should be at most {context - n}: the model's context is "
+                                                         f"{context} tokens and {why}")
+    raise bound_error("model.max_seq_len", context, f"should be at least {n + gen}: {why}")
 
 
 def task_specs(cfg: Config, context: int | None = None, tok=None) -> list[TaskSpec]:

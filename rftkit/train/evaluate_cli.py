@@ -14,7 +14,8 @@ from rftkit.errors import ConfigError
 from rftkit.eval.evaluate import evaluate, headline_keys
 from rftkit.model.io import load_model
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import context_length, resolve_model_dir, task_specs
+from rftkit.report.progress import EvalProgress
+from rftkit.train.build import check_device, check_prompts_fit, context_length, resolve_model_dir, task_specs
 
 
 def find_run_config(path: Path) -> Path | None:
@@ -31,20 +32,24 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     base = yaml.safe_load(cfg_file.read_text())
     cfg = prepare(load_config(None, overrides, base=base), cfg_file.parent)
     model_dir = resolve_model_dir(str(path))
+    check_device(cfg.model.device)
     model, tok = load_model(model_dir, cfg.model.device)
     # the same rows as the run: prompts too long for this model are skipped (or rejected) again
-    pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
+    context = context_length(model, tok)
+    pools = build_pools(task_specs(cfg, context, tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
+    check_prompts_fit(cfg, pools, tok, context)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
     table = Table(title=f"eval of {model_dir} (%)")
     table.add_column("metric")
     results = {}
-    for split in cfg.eval.splits:
-        res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
-                          temperature=cfg.eval.temperature,
-                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
-                          stop=tuple(cfg.rollout.stop))
-        results[split] = res
+    with EvalProgress(True) as bar:
+        for split in cfg.eval.splits:
+            res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
+                              temperature=cfg.eval.temperature,
+                              max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
+                              stop=tuple(cfg.rollout.stop), progress=bar.split(split))
+            results[split] = res
     keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
     for split in results:  # one column per split, one row per metric: fits any terminal
         table.add_column(split, justify="right")

@@ -27,11 +27,13 @@ from rftkit.eval.evaluate import evaluate
 from rftkit.model.io import build_model, copy_weights, load_model, save_model
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.report.log import JsonlLogger
-from rftkit.report.progress import StageProgress, console
+from rftkit.report.progress import EvalProgress, StageProgress, console
 from rftkit.report.sinks import build_sinks
 from rftkit.report.summary import eval_console_table, note_skipped_rows
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import check_paths, context_length, resolve_model_dir, stage_parts, task_specs
+from rftkit.train.build import (
+    check_bounds, check_paths, check_prompts_fit, context_length, resolve_model_dir, stage_parts, task_specs,
+)
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.rewards_build import build_reward_runner
@@ -74,6 +76,7 @@ def step_seed(seed: int, step: int) -> int:
 def start_run(cfg: Config, resume: bool) -> Run:
     """Fresh run dir (config saved, init weights) or the state of the newest checkpoint."""
     check_paths(cfg)  # before reading a dataset or loading a model: name every missing path at once
+    check_bounds(cfg)
     torch.manual_seed(cfg.seed)
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
@@ -88,6 +91,7 @@ def start_run(cfg: Config, resume: bool) -> Run:
     # after the model: dataset prompts are measured with its tokenizer against its context
     pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
+    check_prompts_fit(cfg, pools, tok, context_length(model, tok))
     state = RunState()
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -269,19 +273,21 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
     cfg, results = run.cfg, {}
     t0 = time.perf_counter()
     gen = GENERATORS.bind(cfg.rollout.engine)(run.model, run.tok)
-    for split in cfg.eval.splits:
-        summary, records = evaluate(
-            gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
-            temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model,
-            stop=tuple(cfg.rollout.stop))
-        results[split] = summary
-        if save:
-            out = run.dir / "eval"
-            out.mkdir(exist_ok=True)
-            with (out / f"{stage}_{split}.jsonl").open("w") as f:
-                for r in records:
-                    f.write(json.dumps(r) + "\n")
+    # at a stage's end only: mid-stage, the stage's bar is live and rich shows one live display
+    with EvalProgress(cfg.progress and save) as bar:
+        for split in cfg.eval.splits:
+            summary, records = evaluate(
+                gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
+                temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model,
+                stop=tuple(cfg.rollout.stop), progress=bar.split(f"{stage}/{split}"))
+            results[split] = summary
+            if save:
+                out = run.dir / "eval"
+                out.mkdir(exist_ok=True)
+                with (out / f"{stage}_{split}.jsonl").open("w") as f:
+                    for r in records:
+                        f.write(json.dumps(r) + "\n")
     metrics = {f"eval/{s}/{k}": v for s, res in results.items() for k, v in res.items() if "/d" not in k}
     metrics["time/eval"] = time.perf_counter() - t0
     _log(run, stage, metrics)
