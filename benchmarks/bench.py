@@ -74,8 +74,10 @@ def run(opts) -> dict:
     out["workdir"] = str(workdir)
     sft_dir = workdir / "sft_warm_start"
     sft_steps = opts.sft_steps if opts.sft_steps is not None else (100 if opts.quick else 1500)
+    cosine = opts.sft_schedule == "cosine"
     out["warm_start"] = common.sft_warm_start(sft_dir, steps=sft_steps, lr=opts.sft_lr, schedule=opts.sft_schedule,
-                                              clip=1.0 if opts.sft_schedule == "cosine" else 0.0)
+                                              clip=1.0 if cosine else 0.0,
+                                              target_acc=None if opts.quick or not cosine else opts.warm_acc)
     floor = opts.min_warm_acc if opts.min_warm_acc is not None else (0.0 if opts.quick else common.WARM_MIN_ACC)
     out["warm_start"]["min_acc"] = floor
     common.check_warm_start(out["warm_start"], floor)
@@ -257,11 +259,14 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default="", help=f"comma list of {','.join(PARTS)}")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch default)")
     p.add_argument("--sft-steps", type=int, default=None,
-                   help="plain-torch SFT warm-start steps (default 1500; --quick 100)")
+                   help="most plain-torch SFT warm-start steps (default 1500; --quick 100)")
     p.add_argument("--sft-lr", type=float, default=common.WARM_LR, help="peak lr of the SFT warm start")
     p.add_argument("--sft-schedule", choices=["cosine", "constant"], default="cosine",
                    help="cosine: warm-up, cosine decay and grad clipping 1.0 (default); constant: the old start "
                         "(constant lr, no clipping; with --sft-lr 3e-3 it reproduces the 2026-11-24 results' start)")
+    p.add_argument("--warm-acc", type=float, default=common.WARM_TARGET_ACC,
+                   help="the warm start stops at the first check reaching this held-out greedy accuracy "
+                        "(not with --quick or --sft-schedule constant)")
     p.add_argument("--min-warm-acc", type=float, default=None,
                    help=f"refuse to time anything if the warm start's held-out greedy accuracy is below this "
                         f"(default {common.WARM_MIN_ACC}; 0 with --quick, whose start is a smoke test)")
