@@ -273,6 +273,9 @@ class Config(Strict):
     reward: RewardCfg | None = None
     logging: LoggingCfg = Field(default_factory=LoggingCfg)
     progress: bool = True
+    stage_cache: bool = True
+    """Reuse a stage trained before with the same config, code, torch and threads instead of
+    training it again (out_dir/.stage_cache; built-in models only, see train/stage_cache.py)."""
 
     @model_validator(mode="after")
     def _evaluated_splits_have_problems(self) -> Config:

@@ -34,6 +34,7 @@ from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import (
     check_bounds, check_paths, check_prompts_fit, context_length, resolve_model_dir, stage_parts, task_specs,
 )
+from rftkit.train import stage_cache
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.rewards_build import build_reward_runner
@@ -134,7 +135,12 @@ def train(cfg: Config, resume: bool = False) -> Run:
         if cfg.reward is not None:
             run.rewards = build_reward_runner(cfg.reward, run.model, run.tok, run.dir)
         while run.state.stage_idx < len(cfg.stages):
+            idx, first_line, fresh = run.state.stage_idx, run.log.lines, run.state.stage_step == 0
+            if fresh and _reuse_stage(run):
+                continue
             train_stage(run)
+            if fresh:  # a stage resumed midway has lines from before this process: not stored
+                stage_cache.store(run, idx, first_line, run.state.update)
     finally:
         run.log.close()
         for sink in run.sinks:
@@ -142,6 +148,27 @@ def train(cfg: Config, resume: bool = False) -> Run:
         if run.rewards is not None:
             run.rewards.close()
     return run
+
+
+def _reuse_stage(run: Run) -> bool:
+    """Copy the current stage from the stage cache (same config, code, torch, threads) instead
+    of training it; the run then goes on exactly as after training it. False on a miss."""
+    st = run.state
+    hit = stage_cache.restore(run, st.stage_idx)
+    if hit is None:
+        return False
+    name = run.cfg.stages[st.stage_idx].name
+    st.global_step, st.update = hit["global_step"], hit["update"]
+    st.stage_idx, st.stage_step, st.sampler, st.demos, st.controller = st.stage_idx + 1, 0, None, None, None
+    st.metric_lines, st.elapsed = run.log.lines, time.perf_counter() - run.t0
+    unused = torch.optim.SGD(run.model.parameters(), lr=0.0)  # a stage-end checkpoint's optimizer is never read
+    save_checkpoint(run.dir, st.global_step, run.model, run.tok, unused, asdict(st), run.cfg.checkpoint.keep)
+    if run.cfg.progress:
+        console.print(f"stage {name}: reused from {hit['entry']} (same config, code, torch and threads; "
+                      f"stage_cache=false trains it again)")
+        results = json.loads((run.dir / "eval" / f"{name}.json").read_text())["results"]
+        console.print(eval_console_table(name, st.global_step, results))
+    return True
 
 
 def _ref_model(run: Run, idx: int, parts_needs_ref: bool, resets: bool):
