@@ -122,8 +122,9 @@ class RLCfg(Strict):
     """Rollout-side pieces of RL methods (DAPO, PPO-RLHF, ProRL); all off by default."""
 
     zero_variance: Literal["keep", "drop", "refill"] = "keep"
-    """Groups whose rewards are all equal: keep them, drop them, or drop and over-sample
-    until the batch is full again (DAPO dynamic sampling)."""
+    """Groups whose samples are all correct or all wrong (DAPO's 0 < #correct < G, on
+    accuracy, not the shaped reward): keep them, drop them, or drop and over-sample until the
+    batch is full again (DAPO dynamic sampling)."""
     max_refill_rounds: int = Field(4, ge=0)
     overlong_cache: int = Field(0, ge=0)
     """DAPO soft overlong punishment over the last N tokens of max_new_tokens (0 = off)."""
@@ -190,7 +191,8 @@ class OptimCfg(Strict):
     grad_clip: float = Field(1.0, ge=0)
     """Max global gradient norm; 0 = no clipping."""
     grad_accum: int = Field(1, ge=1)
-    """Micro-batches per optimizer step (gradients summed, each scaled by 1/grad_accum)."""
+    """Micro-batches per optimizer step: memory only; each aggregation divides by the whole
+    step's counts and the micro-batch losses are summed, so the update does not change."""
     max_bad_steps: int = Field(5, ge=0)
     """Abort after this many consecutive non-finite loss/gradient steps (each is skipped)."""
 
