@@ -43,6 +43,9 @@ BASE = {"name": "base", "steps": 600, "batch_size": 64, "lr": 0.003, "warmup_ste
         "tasks": ["easy", "earlier"], "demos": {"name": "noisy", "params": {"corrupt_prob": 0.5}},
         "objectives": [{"name": "sft"}]}
 POLICY = {"name": "policy", "params": {"loss": "ppo_clip"}}
+DR = "seq_mean_token_sum_norm"
+# LUFFY as luffy.yaml: the released script's settings (unclipped on-policy rows, Dr.GRPO normalizer)
+LUFFY_POLICY = {"name": "policy", "params": {"loss": "luffy", "loss_params": {"on_clip": False}, "agg": DR}}
 GROUP = 8
 LR = 0.0002  # one learning rate for every method (the default's RL lr; RL collapsed at 5e-4 here)
 
@@ -59,14 +62,16 @@ def methods(steps: int, batch: int) -> dict[str, list[dict]]:
                  {**rl, "name": "train", "steps": steps - half, "objectives": [POLICY]}],
         "relift": [{**rl, "name": "train", "demos": {"name": "relift", "params": {"size": batch}},
                     "objectives": [POLICY, {"name": "sft"}]}],
-        "luffy": [{**rl, "name": "train", "rl": {"offpolicy_per_group": 1},
-                   "objectives": [{"name": "policy", "params": {"loss": "luffy"}}]}],
+        "luffy": [{**rl, "name": "train", "rl": {"offpolicy_per_group": 1}, "advantage": {"name": "dr_grpo"},
+                   "objectives": [LUFFY_POLICY, {"name": "entropy", "weight": -0.001, "params": {"agg": DR}}]}],
         "prefix_rft": [{**rl, "name": "train",
                         "rl": {"prefix_rows": 2, "prefix_ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}},
                         "objectives": [POLICY, {"name": "prefix_sft"}]}],
-        "chord": [{**rl, "name": "train", "objectives": [
+        "chord_mu": [{**rl, "name": "train", "objectives": [
             {**POLICY, "weight": {"name": "cosine", "params": {"start": 0.1, "end": 0.95}}},
-            {"name": "chord_sft", "weight": {"name": "cosine", "params": {"start": 0.9, "end": 0.05}}}]}],
+            {"name": "sft", "weight": {"name": "cosine", "params": {"start": 0.9, "end": 0.05}}}]}],
+        "chord_phi": [{**rl, "name": "train", "objectives": [{**POLICY, "weight": 0.9},
+                                                             {"name": "chord_sft", "weight": 0.1}]}],
         "raft": [{**rl, "name": "train", "demos": {"name": "self_correct"}, "objectives": [{"name": "sft"}]}],
     }
 
