@@ -18,7 +18,7 @@ from rftkit.rollout.kv_engine import KVCacheEngine
 from rftkit.train.batches import demo_batch
 from rftkit.train.step import Term
 from rftkit.train.update import UpdateState, update_policy
-from rftkit.types import Problem, RolloutBatch
+from rftkit.types import DemoBatch, Problem, RolloutBatch
 
 TOK = CharTokenizer()
 REWARDS = [1, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0]  # two inert groups of 4
@@ -113,3 +113,17 @@ def test_minibatches_with_accumulation_equal_minibatches_without():
     ref, _ = _updated(objectives, 1, minibatches=2)
     model, _ = _updated(objectives, 4, minibatches=2)
     _assert_same(ref, model)
+
+
+def test_fewer_demonstrations_than_minibatches_still_train_every_rollout_row():
+    """3 demonstrations, 4 minibatches: every rollout minibatch still steps the optimizer (zip
+    used to cut the rollout slices to the 3 demonstration slices, so a quarter never trained)."""
+    base = _model()
+    full = _demos()
+    batch, demos = _batch(base), DemoBatch(tokens=full.tokens[:3], mask=full.mask[:3], problems=full.problems[:3])
+    parts = _parts(copy.deepcopy(base), [("policy", {}), ("sft", {})], 1, 4, False)
+    steps = []
+    orig = parts.optimizer.step
+    parts.optimizer.step = lambda: steps.append(1) or orig()
+    update_policy(parts, UpdateState(), batch, demos, {"policy": 1.0, "sft": 1.0})
+    assert len(steps) == 4

@@ -185,9 +185,10 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
     n_rows = len(batch.rewards) if batch is not None else 0
     n_demo = len(demos.problems) if demos is not None else 0
     for epoch in range(parts.update_epochs):
-        r_mb = _slices(n_rows, parts.minibatches) if n_rows else [None] * parts.minibatches
-        d_mb = _slices(n_demo, parts.minibatches) if n_demo else [None] * parts.minibatches
-        for j, (rs, ds) in enumerate(zip(r_mb, d_mb)):
+        # Fewer rows (or demonstrations) than minibatches give fewer slices: the others pair
+        # with None rather than being cut off by zip (which silently never trained them).
+        r_mb, d_mb = _slices(n_rows, parts.minibatches), _slices(n_demo, parts.minibatches)
+        for j, (rs, ds) in enumerate(itertools.zip_longest(r_mb, d_mb)):
             _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics,
                             _micro_seed(seed, epoch, j), active)
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
