@@ -177,3 +177,16 @@ def test_a_run_skips_long_prompts_before_training_prints_and_reports_them(tmp_pa
     # `rftkit eval` rebuilds the run's test rows: the long one (third in the test split) stays out
     result = CliRunner().invoke(app, ["eval", str(run.dir)])
     assert result.exit_code == 0, result.output
+
+
+def test_an_empty_test_split_fails_before_training(tmp_path):
+    """A small file whose hash split leaves no test rows: a clear error before any stage runs,
+    not `max() arg is an empty sequence` at the first evaluation."""
+    rows = [{"prompt": f"{a}+1=", "answer": str(a + 1)} for a in range(3)]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(_bytes("jsonl", rows))
+    tree = _dataset_tree(tmp_path, path, "raise")
+    tree["data"]["tasks"][0]["params"]["test_fraction"] = 0.01
+    with pytest.raises(RftkitError, match="the test split has no problems after loading"):
+        train(validate(tree, "t"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("models"))

@@ -74,6 +74,16 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
 
 
+def _check_splits(cfg: Config, pools: Pools) -> None:
+    """Empty splits fail before training, not at the first evaluation (a dataset's hash split
+    can leave a small file without test rows)."""
+    for split in ("train", *cfg.eval.splits):
+        if not pools.split(split):
+            fix = "data.train_size and the tasks' files" if split == "train" else \
+                f"the tasks' {split} rows (a larger file, test_path, or test_fraction), or drop it from eval.splits"
+            raise ConfigError(f"data: the {split} split has no problems after loading; check {fix}")
+
+
 def start_run(cfg: Config, resume: bool) -> Run:
     """Fresh run dir (config saved, init weights) or the state of the newest checkpoint."""
     check_paths(cfg)  # before reading a dataset or loading a model: name every missing path at once
@@ -93,6 +103,7 @@ def start_run(cfg: Config, resume: bool) -> Run:
     pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
     check_prompts_fit(cfg, pools, tok, context_length(model, tok))
+    _check_splits(cfg, pools)
     state = RunState()
     if resume:
         ckpt = latest_checkpoint(run_dir)
