@@ -67,8 +67,8 @@ def test_unknown_registered_names_are_caught_before_training():
         ("data.tasks.0.name=arithmatic", r"unknown task 'arithmatic'. Did you mean 'arithmetic'"),
         ("stages.rl.objectives.0.name=polcy", r"unknown objective 'polcy'"),
         ("stages.rl.advantage.name=grpoo", r"unknown advantage estimator 'grpoo'"),
-        ("stages.base.demos.params.corrupt=0.1", r"stages\[0\] \(base\).demos 'noisy': unknown parameter 'corrupt'"),
-        ("data.tasks.0.params.digits=3", r"data.tasks\[0\] 'arithmetic': unknown parameter 'digits'"),
+        ("stages.base.demos.params.corrupt=0.1", r"stages\.base\.demos 'noisy': unknown parameter 'corrupt'"),
+        ("data.tasks.0.params.digits=3", r"data\.tasks\.0 'arithmetic': unknown parameter 'digits'"),
     ]:
         with pytest.raises(ConfigError, match=message):
             check_names(load_config(TINY, [override]))

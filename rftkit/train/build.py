@@ -38,30 +38,30 @@ def check_names(cfg: Config) -> None:
     try:
         GENERATORS.bind(cfg.rollout.engine, {}, where="rollout.engine")
         for i, t in enumerate(cfg.data.tasks):
-            TASKS.bind(t.name, t.params, where=f"data.tasks[{i}]")
+            TASKS.bind(t.name, t.params, where=f"data.tasks.{t.label or i}")
         for i, s in enumerate(cfg.stages):
-            w = f"stages[{i}] ({s.name})"
+            w = f"stages.{s.name}"  # as an override addresses it
             ADVANTAGES.bind(s.advantage.name, s.advantage.params, where=f"{w}.advantage")
             SAMPLERS.bind(s.sampler.name, s.sampler.params, where=f"{w}.sampler")
             DEMO_SOURCES.bind(s.demos.name, s.demos.params, where=f"{w}.demos")
             for j, o in enumerate(s.objectives):
-                OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives[{j}]")
+                OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives.{j}")
                 if not isinstance(o.weight, float):
-                    SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives[{j}].weight")
+                    SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives.{j}.weight")
             if s.controller is not None:
                 CONTROLLERS.bind(s.controller.name, s.controller.params, where=f"{w}.controller")
             if not isinstance(s.rl.prefix_ratio, float):
                 SCHEDULES.bind(s.rl.prefix_ratio.name, s.rl.prefix_ratio.params, where=f"{w}.rl.prefix_ratio")
     except RegistryError as e:
         raise ConfigError(str(e)) from None
-    for i, s in enumerate(cfg.stages):
+    for s in cfg.stages:
         if s.rl.kl_reward_estimator not in KL_ESTIMATORS:
-            raise ConfigError(f"stages[{i}].rl.kl_reward_estimator: unknown '{s.rl.kl_reward_estimator}'; valid: {', '.join(KL_ESTIMATORS.names())}")
+            raise ConfigError(f"stages.{s.name}.rl.kl_reward_estimator: unknown '{s.rl.kl_reward_estimator}'; valid: {', '.join(KL_ESTIMATORS.names())}")
     task_names = {t.label or t.name for t in cfg.data.tasks}
-    for i, s in enumerate(cfg.stages):
+    for s in cfg.stages:
         unknown = sorted(set(s.tasks or []) - task_names)
         if unknown:
-            raise ConfigError(f"stages[{i}] ({s.name}).tasks: {unknown} not in data.tasks ({sorted(task_names)})")
+            raise ConfigError(f"stages.{s.name}.tasks: {unknown} not in data.tasks ({sorted(task_names)})")
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"stages: names must be unique, got {names}")
