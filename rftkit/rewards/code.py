@@ -10,7 +10,8 @@ Problem fields it reads (MBPP / HumanEval style):
 The program is the last ```python fenced block of the completion (else the whole completion).
 Score: passed / total ("fraction", the default; Klear's soft code reward) or 1 only when all
 pass ("all"); a program that crashes, times out or prints past the cap gets what its tests
-reported before (usually 0). The sandbox enforces its own limits, so the runner calls this on
+reported before (usually 0). A sandbox that cannot run at all (e.g. a work dir its uid cannot
+enter) raises SandboxError, which the runner counts in reward/errors. The sandbox enforces its own limits, so the runner calls this on
 a thread pool (`@isolation("thread")`): one interpreter process per call.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from rftkit.rewards.sandbox import SandboxLimits, run_tests
+from rftkit.rewards.sandbox import SandboxError, SandboxLimits, run_tests
 from rftkit.rewards.spec import isolation
 from rftkit.tasks.base import VERIFIERS
 from rftkit.types import Problem, Verdict
@@ -58,6 +59,8 @@ def verify_unit_tests(problem: Problem, completion: str, *, scoring: str = "frac
         return Verdict(0.0, None, f"program longer than {max_chars} characters")
     limits = SandboxLimits(wall_time=problem.meta.get("timeout", wall_time), cpu_time=cpu_time, memory_mb=memory_mb)
     res = run_tests(code, tests, limits, setup=problem.meta.get("test_setup", ""))
+    if res.error:  # the sandbox failed, not the program: an error for the runner, not a silent 0
+        raise SandboxError(res.error)
     passed, total = res.tests_passed, len(tests)
     score = passed / total if scoring == "fraction" else float(passed == total)
     reason = f"{passed}/{total} tests passed" + ("" if res.ok else f" ({res.summary()})")

@@ -1,11 +1,14 @@
 """A sandbox for model-written Python: `run_python(code)` and `run_tests(code, tests)`.
 
 Each call runs one program in a fresh interpreter (`python -I -B rftkit/rewards/_sandbox_boot.py`)
-and returns a `SandboxResult`; nothing the program does can raise here. How each limit is
+and returns a `SandboxResult`; nothing the program does can raise here. The interpreter is a
+supervisor that never runs untrusted code; it forks the runner that does. How each limit is
 enforced (docs/rewards.md has the table):
 
     separate process group     start_new_session=True; killpg(SIGKILL) at the end, always
-    no leftover processes      as root: a fresh uid per run; every process of that uid is killed
+    no leftover processes      the supervisor is a child subreaper: it SIGKILLs every descendant,
+                               setsid daemons included; as root also a fresh uid per run, every
+                               process of that uid killed
     wall time                  the parent's select loop deadline, then the kill above
     CPU time                   RLIMIT_CPU (SIGXCPU, then SIGKILL one second later)
     memory                     RLIMIT_AS (allocation fails -> MemoryError)
@@ -14,20 +17,24 @@ enforced (docs/rewards.md has the table):
     network                    a new network namespace (root, or an unprivileged user namespace);
                                always also sockets blocked by an audit hook
     filesystem                 as root: read-only / in a private mount namespace, the work dir the
-                               only writable place, /root hidden, /proc with hidepid=2; always also
-                               an audit hook refusing writes outside the work dir
+                               only writable place, /root hidden, /proc with hidepid=2; Landlock
+                               (writes only in the work dir, no execve) where the kernel has it;
+                               always also an audit hook refusing writes outside the work dir
     environment                env = {PATH, HOME, TMPDIR, LANG} only; other processes' /proc hidden
     output                     stdout / stderr each capped at `output_bytes`; beyond, the run is killed
     subprocess / shell         refused by the audit hook unless allow_subprocess; NPROC bounds the rest
 
 Results of tests come back on a private pipe, each line prefixed with a per-run nonce sent on
-stdin, so a program printing fake results gets nothing.
+stdin, so a program printing fake results gets nothing; the bootstrap keeps the nonce out of
+every Python object the program can reach (_sandbox_boot._plan). A run whose sandbox could not
+be set up (e.g. a work dir the sandbox cannot enter) has `error` set: an error, not a score.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import secrets
 import selectors
@@ -41,9 +48,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 BOOT = str(Path(__file__).with_name("_sandbox_boot.py"))
+USE_LANDLOCK = True  # tests turn it off to check the audit-hook-only fallback of older kernels
 UID_BASE = 1_000_000  # sandbox uids: UID_BASE + 64 * (pid % 4096) + (run counter % 64)
 _RUNS = itertools.count()
 STATUS_CAP = 1 << 20
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the program): raised by verifiers so the runner counts an error."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +142,15 @@ def _user_tasks() -> int:
 
 
 def _job(spec: dict, limits: SandboxLimits, workdir: str, uid: int | None, status_fd: int) -> dict:
-    lim = asdict(limits)
-    lim["nproc"] = limits.max_processes if uid is not None else _user_tasks() + limits.max_processes
-    return {**spec, "workdir": workdir, "uid": uid, "limits": lim, "status_fd": status_fd,
-            "nonce": secrets.token_hex(16), "allow_subprocess": limits.allow_subprocess,
-            "allow_network": limits.allow_network}
+    # without a fresh uid NPROC counts the user's tasks, the supervisor included
+    nproc = limits.max_processes if uid is not None else _user_tasks() + 1 + limits.max_processes
+    cpu, mem, fsize = max(1, math.ceil(limits.cpu_time)), limits.memory_mb << 20, limits.file_size_mb << 20
+    rlimits = [("RLIMIT_CPU", cpu, cpu + 1), ("RLIMIT_AS", mem, mem), ("RLIMIT_FSIZE", fsize, fsize),
+               ("RLIMIT_NOFILE", limits.open_files, limits.open_files), ("RLIMIT_CORE", 0, 0),
+               ("RLIMIT_NPROC", nproc, nproc)]
+    return {**spec, "workdir": workdir, "uid": uid, "limits": asdict(limits), "rlimits": rlimits,
+            "status_fd": status_fd, "nonce": secrets.token_hex(16), "allow_subprocess": limits.allow_subprocess,
+            "allow_network": limits.allow_network, "landlock": USE_LANDLOCK}
 
 
 def _clean_env(workdir: str) -> dict[str, str]:
@@ -160,11 +176,13 @@ def _execute(spec: dict, limits: SandboxLimits, python: str | None) -> SandboxRe
         _send(proc, job)
         pipes = _Pipes(proc, status_r, limits)
         killed = pipes.wait(start + limits.wall_time)
-        _kill_all(proc.pid, uid)
+        _stop(proc, pipes)
+        status = _parse_status(pipes.bufs["status"], job["nonce"], len(spec.get("tests") or []))
+        _kill_all(proc.pid, uid, None if status["X"] else status["C"])
         pipes.drain(time.monotonic() + 0.5)
+        status = _parse_status(pipes.bufs["status"], job["nonce"], len(spec.get("tests") or []))
         exit_code, cpu = _reap(proc)
-        return _result(pipes.bufs, killed, exit_code, cpu, time.monotonic() - start, job,
-                       len(spec.get("tests") or []))
+        return _result(pipes.bufs, status, killed, exit_code, cpu, time.monotonic() - start, workdir)
     except Exception as e:  # noqa: BLE001 - the sandbox never raises into the reward loop
         if proc is not None:
             _kill_all(proc.pid, uid)
@@ -178,11 +196,21 @@ def _execute(spec: dict, limits: SandboxLimits, python: str | None) -> SandboxRe
 
 
 def _send(proc: subprocess.Popen, job: dict) -> None:
+    """The job; stdin then stays open: closing it tells the supervisor to stop the run."""
     try:
         proc.stdin.write((json.dumps(job) + "\n").encode())
+        proc.stdin.flush()
+    except OSError:
+        pass  # the interpreter died before reading its job: an error (no "S" line)
+
+
+def _stop(proc: subprocess.Popen, pipes: _Pipes) -> None:
+    """Let the supervisor kill and reap what is left (it reports the runner's exit status)."""
+    try:
         proc.stdin.close()
     except OSError:
-        pass  # the interpreter died before reading its job: reported by its exit code
+        pass
+    pipes.wait(time.monotonic() + 1.0)
 
 
 class _Pipes:
@@ -244,11 +272,14 @@ class _Pipes:
         self.sel.close()
 
 
-def _kill_all(pgid: int, uid: int | None) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_all(pgid: int, uid: int | None, runner: int | None) -> None:
+    """The last resort, whatever the supervisor did: its group, the runner's group (when the
+    supervisor did not report it reaped: the pid cannot have been reused), the sandbox uid."""
+    for group in (pgid, runner):
+        try:
+            os.killpg(group, signal.SIGKILL) if group else None
+        except (ProcessLookupError, PermissionError):
+            pass
     if uid is not None:
         _kill_uid(uid)
 
@@ -290,22 +321,39 @@ def _reap(proc: subprocess.Popen) -> tuple[int | None, float]:
     return proc.returncode, cpu
 
 
-def _result(bufs: dict, killed: str | None, exit_code: int | None, cpu: float, wall: float,
-            job: dict, n_tests: int) -> SandboxResult:
-    nonce, isolation, results = job["nonce"], {}, {}
-    for line in bufs["status"].decode(errors="replace").splitlines():
+def _parse_status(raw: bytearray, nonce: str, n_tests: int) -> dict:
+    """The nonce-prefixed lines: S (isolation, JSON), T i 1 (a test passed), F (setup failed),
+    C (runner pid), X (runner exit status); the rest is ignored."""
+    out: dict = {"S": None, "F": None, "C": None, "X": None, "T": {}, "n_tests": n_tests}
+    for line in raw.decode(errors="replace").splitlines():
         parts = line.split(" ", 2)
-        if len(parts) < 3 or parts[0] != nonce:
+        if len(parts) < 3 or parts[0] != nonce or parts[1] not in ("S", "F", "C", "X", "T"):
             continue
-        if parts[1] == "S":
-            isolation = json.loads(parts[2])
-        elif parts[1] == "T":
+        if parts[1] == "T":
             i, ok = parts[2].split()
             if 0 <= int(i) < n_tests:
-                results[int(i)] = int(ok == "1")
-    per_test = tuple(results.get(i, 0) for i in range(n_tests))
+                out["T"][int(i)] = int(ok == "1")
+        elif parts[1] in ("C", "X"):
+            out[parts[1]] = int(parts[2]) if parts[2].lstrip("-").isdigit() else None
+        else:
+            out[parts[1]] = parts[2]
+    return out
+
+
+def _result(bufs: dict, status: dict, killed: str | None, exit_code: int | None, cpu: float, wall: float,
+            workdir: str) -> SandboxResult:
+    per_test = tuple(status["T"].get(i, 0) for i in range(status["n_tests"]))
     out, err = (bufs[k].decode(errors="replace") for k in ("stdout", "stderr"))
-    return SandboxResult(exit_code, out, err, killed, wall, cpu, sum(per_test), n_tests, per_test, isolation)
+    error = None
+    if status["F"] is not None:
+        error = f"sandbox setup failed ({workdir}): {status['F']}"
+    elif status["S"] is None:
+        tail = err.strip().splitlines()[-1:] if err.strip() else []
+        error = f"sandbox did not start (exit {exit_code}{', ' + killed if killed else ''})" + (f": {tail[0][:300]}" if tail else "")
+    exit_code = status["X"] if status["X"] is not None else exit_code
+    isolation = json.loads(status["S"]) if status["S"] else {}
+    return SandboxResult(exit_code, out, err, killed, wall, cpu, sum(per_test), len(per_test), per_test,
+                         isolation, error)
 
 
-__all__ = ["SandboxLimits", "SandboxResult", "run_python", "run_tests"]
+__all__ = ["SandboxLimits", "SandboxResult", "SandboxError", "run_python", "run_tests"]
