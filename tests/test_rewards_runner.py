@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 import pickle
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 
 import pytest
@@ -42,6 +46,9 @@ def wrong_length(prompts, completions, answers):
 
 def not_numbers(prompts, completions, answers):
     return ["a"] * len(completions)
+
+def digits(prompts, completions, answers):
+    return "101"
 
 def two_args(prompts, completions):
     return []
@@ -189,3 +196,76 @@ def test_spec_validation():
         Component("a", verifier="exact", fn=lambda p, c, a: [])
     with pytest.raises(ValueError, match="primary"):
         RewardSpec((Component("a"),), primary="b")
+
+
+def test_a_string_of_digits_is_not_read_as_scores(user_file):
+    """"101" for three completions is a mistake, not the scores [1, 0, 1]."""
+    fn = load_reward_fn(f"{user_file}:digits")
+    with pytest.raises(RewardFnError, match=r"rewards.py:digits returned a str"):
+        fn(["p"] * 3, ["a", "b", "c"], ["x"] * 3)
+    spec = RewardSpec((Component("d", fn=lambda p, c, a: "101", isolation="inline"),
+                       Component("b", fn=lambda p, c, a: b"\x01\x00\x01", isolation="inline")))
+    with RewardRunner(spec, fallback=-1.0) as runner:
+        verdicts, metrics = runner.score([P("1")] * 3, ["a", "b", "c"])
+    assert metrics["reward/errors"] == 6 and metrics["reward/d/mean"] == metrics["reward/b/mean"] == -1.0
+    messages = {f.component: f.message for f in runner.last_failures}
+    assert "'d' returned a str ('101')" in messages["d"] and "'b' returned a bytes" in messages["b"]
+
+
+def test_inline_calls_time_out():
+    def spin(prompts, completions, answers):
+        while True:
+            pass
+
+    def sleepy(prompts, completions, answers):
+        time.sleep(30)
+
+    spec = RewardSpec((Component("ok", "exact"), Component("spin", fn=spin, isolation="inline"),
+                       Component("sleepy", fn=sleepy, isolation="inline")))
+    runner, out = RewardRunner(spec, timeout=0.5), {}
+
+    def score():  # on a daemon thread: without the timeout this test fails instead of hanging
+        t0 = time.monotonic()
+        out["first"] = runner.score([P("1")] * 2, ["#1", "#2"])
+        out["seconds"] = time.monotonic() - t0
+        out["failures"] = runner.last_failures
+        out["again"] = runner.score([P("1")], ["#1"])  # the runner goes on
+
+    guard = threading.Thread(target=score, daemon=True)
+    guard.start()
+    guard.join(timeout=10)
+    assert "again" in out, "inline calls did not time out"
+    runner.close()
+    metrics = out["first"][1]
+    assert out["seconds"] < 3.0 and metrics["reward/timeouts"] == 4 and metrics["reward/ok/mean"] == 0.5
+    assert [f.kind for f in out["failures"]] == ["timeout"] * 4
+    assert out["again"][1]["reward/ok/mean"] == 1.0
+
+
+HANG_SCRIPT = """
+    import sys, time
+    from rftkit.rewards import Component, RewardRunner, RewardSpec
+    from rftkit.types import Problem
+
+    def hang(prompts, completions, answers):
+        time.sleep(120)
+
+    if __name__ == "__main__":
+        runner = RewardRunner(RewardSpec((Component("h", fn=hang, isolation=sys.argv[1]),)), workers=1, timeout=0.5)
+        _, metrics = runner.score([Problem("t", "q", "1", "exact")], ["x"])
+        if sys.argv[2] == "close":
+            runner.close()
+        print(metrics["reward/timeouts"], time.time(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("isolation", ["thread", "inline"])
+@pytest.mark.parametrize("close", ["close", "no_close"])
+def test_a_hanging_fn_does_not_keep_the_process_alive(tmp_path, isolation, close):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(HANG_SCRIPT))
+    proc = subprocess.run([sys.executable, str(script), isolation, close], capture_output=True, text=True, timeout=30)
+    ended = time.time()
+    timeouts, scored_at = proc.stdout.split()
+    assert proc.returncode == 0 and float(timeouts) == 1.0, proc.stderr[-2000:]
+    assert ended - float(scored_at) < 5.0, f"the process lived {ended - float(scored_at):.1f}s after scoring"

@@ -11,6 +11,9 @@ torch imported), so replacing one costs milliseconds; each worker caps its data 
 `memory_mb` (RLIMIT_DATA), so a blown-up sympy integer fails with MemoryError instead of
 taking the machine. A call is `(key, fn, args)`; fn and args must pickle (module-level
 functions, functools.partial of them, FileRewardFn).
+
+`ThreadCalls` runs calls on daemon threads with the same per-call timeout, for code that needs
+no process of its own ("thread" and "inline" isolation in the runner).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import pickle
 import resource
 import signal
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait as wait_conns
@@ -181,4 +185,84 @@ class WorkerPool:
         self.workers = []
 
 
-__all__ = ["WorkerPool"]
+class CallTimeout(Exception):
+    """Raised inside a thread whose call was abandoned at its deadline."""
+
+
+def _interrupt(ident: int) -> None:
+    """Raise CallTimeout in thread `ident` at its next bytecode (a call blocked in C sees it when
+    the C call returns): it stops a Python-level loop that would otherwise spin forever."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(CallTimeout))
+
+
+class ThreadCalls:
+    """`calls` [(key, fn, args)] on daemon threads, `workers` at a time, each with `timeout`
+    seconds from its own start; `results()` waits: {key: ("ok", value) | ("error" | "timeout", message)}.
+
+    Not concurrent.futures.ThreadPoolExecutor: its threads are joined when the interpreter exits,
+    so one call that never returns keeps a finished training run alive. Here the threads are
+    daemons; a call past its deadline is reported as a timeout, its thread abandoned (a new one
+    takes the calls still pending) and sent CallTimeout. Nothing in-process can stop a call
+    that holds the GIL inside one C operation (a huge integer power): such code needs a process.
+    `prepare` runs first in each thread (the runner copies the caller's torch thread state).
+    """
+
+    def __init__(self, calls: list[tuple[Any, Any, tuple]], workers: int, timeout: float, prepare=None) -> None:
+        self.pending, self.done = deque(calls), {}
+        self.n, self.workers, self.timeout, self.prepare = len(calls), workers, timeout, prepare
+        self.running: dict[int, tuple[Any, float]] = {}  # thread ident -> (key, deadline)
+        self.cond, self.live = threading.Condition(), 0
+        with self.cond:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        """With the lock held: threads up to `workers`, while calls are pending."""
+        while self.live < min(self.workers, len(self.pending)):
+            self.live += 1
+            threading.Thread(target=self._work, name="rftkit-reward", daemon=True).start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        try:
+            if self.prepare is not None:
+                self.prepare()
+            while True:
+                with self.cond:
+                    if not self.pending:
+                        self.live -= 1
+                        return
+                    key, fn, args = self.pending.popleft()
+                    self.running[me] = (key, time.monotonic() + self.timeout)
+                try:
+                    out = ("ok", fn(*args))
+                except BaseException as e:  # noqa: BLE001 - reported, never raised
+                    out = ("error", f"{type(e).__name__}: {e}")
+                with self.cond:
+                    if self.running.pop(me, None) is None:
+                        return  # abandoned at its deadline: too late
+                    self.done[key] = out
+                    if len(self.done) == self.n:
+                        self.cond.notify_all()
+        except BaseException:  # noqa: BLE001 - a CallTimeout landing after the call: the thread just ends
+            pass
+
+    def results(self) -> dict[Any, tuple[str, Any]]:
+        with self.cond:
+            while len(self.done) < self.n:
+                now = time.monotonic()
+                for ident, (key, deadline) in list(self.running.items()):
+                    if deadline <= now:
+                        del self.running[ident]
+                        self.live -= 1
+                        self.done[key] = ("timeout", f"no answer after {self.timeout:g}s (thread abandoned)")
+                        _interrupt(ident)
+                self._spawn()
+                deadlines = [d for _, d in self.running.values()]
+                if len(self.done) < self.n:
+                    self.cond.wait(max(0.0, min(deadlines) - now) if deadlines else 0.01)
+        return self.done
+
+
+__all__ = ["WorkerPool", "ThreadCalls", "CallTimeout"]

@@ -4,12 +4,19 @@
     verdicts, metrics = runner.score(problems, completions, lengths)   # RewardVerdict per sample
     scores, components, counts = score_batch(problems, completions, spec, lengths=lengths)
 
-Per component and sample the call runs where its isolation says (spec.py): inline calls cost
-a function call (the built-in rule verifiers); "process" calls go to a WorkerPool with a hard
-per-call timeout; "thread" calls (the code sandbox, which enforces its own limits) run on a
-thread pool. A call that raises, times out, returns a non-finite score or the wrong number of
-scores gets `fallback`, is counted in reward/errors or reward/timeouts, and is kept as a
-RewardFailure with its prompt and completion (`runner.last_failures`, and a logging warning).
+Per component and sample the call runs where its isolation says (spec.py): "process" calls go
+to a WorkerPool with a hard per-call timeout (the worker is killed); "thread" calls (the code
+sandbox, which enforces its own limits) run `workers` at a time on daemon threads, abandoned
+after timeout + 1 s; "inline" calls (the built-in rule verifiers, reward models) run one after
+the other on one daemon thread, abandoned after `timeout`, with the caller's torch thread state
+(grad mode, CUDA device). Daemon threads, not a ThreadPoolExecutor: a call that never returns
+must not keep the process alive after training. Not SIGALRM for inline calls: it works only on
+the main thread, takes the process's one real-time timer from user code and cannot interrupt a
+blocking C call either; an abandoned thread is sent an exception that stops a Python loop
+(pool.ThreadCalls). A call that raises, times out, returns a non-finite score, the wrong number
+of scores or a string instead of a list gets `fallback`, is counted in reward/errors or
+reward/timeouts, and is kept as a RewardFailure with its prompt and completion
+(`runner.last_failures`, and a logging warning).
 
 Metrics: reward/<component>/mean for every component (plus reward/cosine/mean and
 reward/overlong/mean when set), reward/errors, reward/timeouts.
@@ -19,14 +26,14 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rftkit.rewards.combine import combine
-from rftkit.rewards.pool import WorkerPool
+from rftkit.rewards.pool import ThreadCalls, WorkerPool
 from rftkit.rewards.spec import Component, RewardFailure, RewardSpec, RewardVerdict, isolation_of
+from rftkit.rewards.user_fn import RewardFnError, as_scores
 from rftkit.tasks.base import VERIFIERS
 from rftkit.types import Problem, Verdict
 
@@ -58,6 +65,24 @@ def _fail(message: str):
     raise LookupError(message)
 
 
+def _caller_state():
+    """The caller's thread-local torch state a reward fn may rely on, to set in the thread that
+    runs inline calls: grad mode and the current CUDA device (a "cuda" tensor goes there).
+    None when torch was never imported (it is not imported here)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    grad = torch.is_grad_enabled()
+    device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
+
+    def apply() -> None:
+        torch.set_grad_enabled(grad)
+        if device is not None:
+            torch.cuda.set_device(device)
+
+    return apply
+
+
 class RewardRunner:
     """Scores batches with `spec`; owns the worker pools (close() or use as a context manager)."""
 
@@ -66,7 +91,6 @@ class RewardRunner:
         self.spec, self.workers, self.timeout, self.fallback = spec, workers, timeout, fallback
         self.memory_mb, self.log_failures = memory_mb, log_failures
         self._pool: WorkerPool | None = None
-        self._threads: ThreadPoolExecutor | None = None
         self._bound: dict[tuple, object] = {}
         self.last_failures: list[RewardFailure] = []
 
@@ -87,9 +111,6 @@ class RewardRunner:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads = None
 
     def _verifier(self, name: str, params: dict):
         key = (name, tuple(sorted(params.items())))
@@ -121,29 +142,14 @@ class RewardRunner:
         return calls
 
     def _run_inline(self, calls: list[tuple], raw: dict) -> None:
-        for k, (_, _, _, fn, args) in enumerate(calls):
-            try:
-                raw[k] = ("ok", fn(*args))
-            except Exception as e:  # noqa: BLE001 - a reward's failure is counted, never raised
-                raw[k] = ("error", f"{type(e).__name__}: {e}")
+        """In order on one thread, each call with the runner's timeout."""
+        raw.update(ThreadCalls([(k, c[3], c[4]) for k, c in enumerate(calls)], 1, self.timeout,
+                               prepare=_caller_state()).results())
 
-    def _submit_threads(self, calls: list[tuple]) -> dict:
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="rftkit-reward")
-        return {self._threads.submit(fn, *args): k for k, (_, _, _, fn, args) in enumerate(calls)}
-
-    def _wait_threads(self, futures: dict, raw: dict) -> None:
-        """Thread calls enforce their own limits (the sandbox); this guard only stops a wait forever."""
-        guard = self.timeout * math.ceil(len(futures) / self.workers) + 1.0
-        done, _ = wait_futures(futures, timeout=guard)
-        for fut, k in futures.items():
-            if fut not in done:
-                fut.cancel()
-                raw[k] = ("timeout", f"no answer after {guard:g}s")
-            elif fut.exception() is not None:
-                raw[k] = ("error", f"{type(fut.exception()).__name__}: {fut.exception()}")
-            else:
-                raw[k] = ("ok", fut.result())
+    def _submit_threads(self, calls: list[tuple]) -> ThreadCalls:
+        """Thread calls enforce their own limits (the sandbox); the extra second only keeps the
+        runner's timeout from firing before the sandbox's own wall-time kill has reported."""
+        return ThreadCalls([(k, c[3], c[4]) for k, c in enumerate(calls)], self.workers, self.timeout + 1.0)
 
     def _run_processes(self, calls: list[tuple], raw: dict) -> None:
         if self._pool is None:
@@ -159,16 +165,14 @@ class RewardRunner:
         calls = self._plan(problems, completions)
         by_mode = {m: [k for k, c in enumerate(calls) if c[2] == m] for m in ("inline", "process", "thread")}
         raw: dict[int, tuple[str, object]] = {}
-        futures = self._submit_threads([calls[k] for k in by_mode["thread"]]) if by_mode["thread"] else {}
+        threads = self._submit_threads([calls[k] for k in by_mode["thread"]]) if by_mode["thread"] else None
         for mode, run in (("process", self._run_processes), ("inline", self._run_inline)):
             if by_mode[mode]:
                 sub: dict[int, tuple] = {}
                 run([calls[k] for k in by_mode[mode]], sub)
                 raw.update({by_mode[mode][j]: v for j, v in sub.items()})
-        if futures:
-            sub = {}
-            self._wait_threads(futures, sub)
-            raw.update({by_mode["thread"][j]: v for j, v in sub.items()})
+        if threads is not None:
+            raw.update({by_mode["thread"][j]: v for j, v in threads.results().items()})
         verdicts, scores, counts = _collect(calls, raw, problems, completions, self.fallback)
         counts.failures.sort(key=lambda f: (f.component, f.index))
         self.last_failures = counts.failures
@@ -226,13 +230,9 @@ def _check(comp: Component, status: str, value, n: int):
             return "error", f"verifier returned a non-finite score {value.score}"
         return [(value, float(value.score))]
     try:
-        vals = [float(x) for x in value]
-    except (TypeError, ValueError) as e:
-        return "error", f"reward fn must return a list of floats: {e}"
-    if len(vals) != n:
-        return "error", f"reward fn returned {len(vals)} scores for {n} samples"
-    if not all(math.isfinite(x) for x in vals):
-        return "error", "reward fn returned a non-finite score"
+        vals = as_scores(value, n, f"'{comp.name}'")
+    except RewardFnError as e:
+        return "error", str(e)
     return [(Verdict(min(max(x, 0.0), 1.0), None, f"{comp.name}={x:.4g}"), x) for x in vals]
 
 

@@ -13,9 +13,10 @@
         `cosine` is set (Yeo et al. 2025). `primary` (default: the first component) names the
         component whose verdict is returned: its score says whether a sample is correct.
 
-A component's isolation says where it runs: "inline" (in the caller; built-in pure verifiers,
-linear in their input), "thread" (code that enforces its own timeouts, e.g. the sandbox),
-"process" (a worker process with a hard per-call timeout: math-verify, regex, user files);
+A component's isolation says where it runs: "inline" (in order, on one thread with the caller's
+torch state and a per-call timeout; built-in pure verifiers, linear in their input, reward
+models), "thread" (code that enforces its own timeouts, e.g. the sandbox), "process" (a worker
+process with a hard per-call timeout: math-verify, regex, user files);
 "auto" takes the verifier's declared default (`@isolation("process")`), else inline.
 """
 

@@ -16,7 +16,9 @@ import hashlib
 import importlib.util
 import inspect
 import math
+import reprlib
 import sys
+from collections.abc import Mapping, Set
 from pathlib import Path
 
 from rftkit.errors import ConfigError
@@ -24,6 +26,25 @@ from rftkit.errors import ConfigError
 
 class RewardFnError(RuntimeError):
     """A user reward function failed or returned something other than one float per sample."""
+
+
+def as_scores(out, n: int, label: str) -> list[float]:
+    """A batch reward fn's output as n finite floats, else RewardFnError naming `label`.
+
+    A str, bytes, mapping or set is refused before anything is read from it: "101" would
+    otherwise become the scores [1.0, 0.0, 1.0], one per character, and a dict its keys."""
+    if isinstance(out, (str, bytes, bytearray, Mapping, Set)):
+        raise RewardFnError(f"reward fn {label} returned a {type(out).__name__} ({reprlib.repr(out)}), "
+                            f"not a list of {n} floats")
+    try:
+        vals = [float(x) for x in out]
+    except (TypeError, ValueError) as e:
+        raise RewardFnError(f"reward fn {label} must return a list of floats, got {type(out).__name__}: {e}") from None
+    if len(vals) != n:
+        raise RewardFnError(f"reward fn {label} returned {len(vals)} scores for {n} completions")
+    if not all(math.isfinite(v) for v in vals):
+        raise RewardFnError(f"reward fn {label} returned a non-finite score")
+    return vals
 
 
 def _split(spec: str) -> tuple[Path, str]:
@@ -82,15 +103,7 @@ class FileRewardFn:
             out = self._fn(prompts, completions, answers)
         except Exception as e:
             raise RewardFnError(f"reward fn {self.label} raised {type(e).__name__}: {e}") from None
-        try:
-            vals = [float(x) for x in out]
-        except (TypeError, ValueError) as e:
-            raise RewardFnError(f"reward fn {self.label} must return a list of floats, got {type(out).__name__}: {e}") from None
-        if len(vals) != len(completions):
-            raise RewardFnError(f"reward fn {self.label} returned {len(vals)} scores for {len(completions)} completions")
-        if not all(math.isfinite(v) for v in vals):
-            raise RewardFnError(f"reward fn {self.label} returned a non-finite score")
-        return vals
+        return as_scores(out, len(completions), self.label)
 
     def __repr__(self) -> str:
         return f"FileRewardFn({self.label!r})"
@@ -112,4 +125,4 @@ def load_reward_fn(spec: str, base: Path | None = None) -> FileRewardFn:
     return FileRewardFn(path, name)
 
 
-__all__ = ["load_reward_fn", "FileRewardFn", "RewardFnError"]
+__all__ = ["load_reward_fn", "FileRewardFn", "RewardFnError", "as_scores"]
