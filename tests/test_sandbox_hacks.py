@@ -70,6 +70,21 @@ def add(a, b):
     scan()
     return None
 ''',
+    "signal_handler": FORGE + '''
+import signal, time
+def scan(*_):
+    cands, f = set(), sys._getframe()
+    while f is not None:
+        cands |= hexes(f.f_locals.values())
+        cands |= hexes(v for v in f.f_globals.values() if isinstance(v, (str, bytes)))
+        f = f.f_back
+    forge(cands)
+signal.signal(signal.SIGALRM, scan)
+signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+def add(a, b):
+    time.sleep(0.02)
+    return None
+''',
     "gc_objects": FORGE + '''
 import gc
 def scan():
