@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
+from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
@@ -57,9 +58,7 @@ def summarize(rows: list[dict], start_eval: dict) -> str:
              "|---|---|---|---|---|---|",
              f"| SFT start (no RL) | {100 * start_eval['pass@1']:.1f} | {100 * start_eval['pass@16']:.1f} | "
              f"{100 * start_eval['greedy_acc']:.1f} | - | - |"]
-    by = {}
-    for r in rows:
-        by.setdefault(r["recipe"], []).append(r)
+    by = {k: [rows[i] for i in ix] for k, ix in group_rows(r["recipe"] for r in rows).items()}
     order = sorted(by, key=lambda k: -statistics.mean(r["pass@1"] for r in by[k]))
     for k in order:
         rs = by[k]

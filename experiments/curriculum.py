@@ -26,6 +26,7 @@ import torch
 
 from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
+from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.data.pool import build_pools
 from rftkit.eval.evaluate import evaluate
@@ -132,9 +133,7 @@ def fmt(vals: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def summarize(rows: list[dict], gains: list[float]) -> str:
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["sampler"], []).append(r)
+    by = {k: [rows[i] for i in ix] for k, ix in group_rows(r["sampler"] for r in rows).items()}
     cols = [f"rollouts (k) / train s to +{100 * g:.0f} pts [reached]" for g in gains]
     head = ["sampler", *cols, "final held-out (%)", "final d3 learnable (%)", "final d4 hard (%)",
             "final d5 too hard (%)", "groups with signal (%)", "prompts drawn: easy / learnable / hard / too hard (%)"]

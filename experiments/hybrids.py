@@ -19,11 +19,11 @@ import copy
 import json
 import statistics
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from runlog import ROOT, run_all, write_results
 
+from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.eval.passk import pass_at_k
 from rftkit.train.build import check_names
@@ -87,12 +87,10 @@ def tree(name: str, stages: list[dict], out: Path, seed: int, init: str | None) 
 
 def per_source(run_dir: Path, stage: str) -> dict[str, dict[str, float]]:
     """pass@1 / pass@16 per task label from the per-problem eval records."""
-    by = defaultdict(list)
-    for line in (run_dir / "eval" / f"{stage}_test.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        by[r["source"]].append(r)
+    records = [json.loads(line) for line in (run_dir / "eval" / f"{stage}_test.jsonl").read_text().splitlines()]
     out = {}
-    for label, rs in by.items():
+    for label, rows in group_rows(r["source"] for r in records).items():
+        rs = [records[i] for i in rows]
         n = len(rs[0]["samples"])
         out[label] = {f"pass@{k}": statistics.mean(pass_at_k(n, r["n_correct"], k) for r in rs) for k in (1, 16)}
     return out

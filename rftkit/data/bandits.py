@@ -9,10 +9,10 @@ that arm (shuffled passes within the arm).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
 
+from rftkit.algos.groups import group_rows
 from rftkit.data.curriculum_base import SAMPLERS, Curriculum, softmax
 from rftkit.data.prompt_stats import PromptStats
 from rftkit.types import Problem
@@ -117,12 +117,10 @@ class SECSampler(Curriculum):
         return self.take_by_group(self.arms, self.probs(), batch_size, self.members)
 
     def _learn(self, stats: list[PromptStats]) -> dict[str, float]:
-        rewards: dict[str, list[float]] = defaultdict(list)
-        for s in stats:
-            if self.arm_of(s) in self.q:
-                rewards[self.arm_of(s)].append(float(s.adv_abs_mean))
-        for a, rs in rewards.items():
-            self.q[a] = float(self.alpha * float(np.mean(rs)) + (1 - self.alpha) * self.q[a])
+        for a, rows in group_rows(self.arm_of(s) for s in stats).items():
+            if a in self.q:
+                r = float(np.mean([stats[i].adv_abs_mean for i in rows]))
+                self.q[a] = float(self.alpha * r + (1 - self.alpha) * self.q[a])
         prefix = "curriculum/source_prob/" if self.category == "source" else "curriculum/level_prob/"
         out = {prefix + a: float(p) for a, p in zip(self.arms, self.probs())}
         out.update({f"curriculum/q/{a}": self.q[a] for a in self.arms})

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rftkit.algos.groups import group_rows
 from rftkit.data.prompt_stats import PromptPool, PromptStats
 from rftkit.registry import Registry
 from rftkit.types import Problem
@@ -66,8 +67,9 @@ class Curriculum:
         self.fallback = fallback
         self.n = len(pool)
         self.source_of = [p.source or p.task for p in pool]
-        self.sources = list(dict.fromkeys(self.source_of))  # data.tasks order
-        self.by_source = {s: np.array([i for i, x in enumerate(self.source_of) if x == s]) for s in self.sources}
+        rows = group_rows(self.source_of)
+        self.sources = list(rows)  # data.tasks order
+        self.by_source = {s: np.array(r) for s, r in rows.items()}
         self.difficulty = np.array([int(p.difficulty) for p in pool])
         self.levels = sorted({int(d) for d in self.difficulty})
         self.rng = np.random.default_rng(seed)

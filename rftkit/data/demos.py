@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any, Protocol
 
+from rftkit.algos.groups import group_rows
 from rftkit.registry import Registry
 from rftkit.tasks.base import corrupt_answer
 from rftkit.types import Problem, RolloutBatch
@@ -57,11 +58,8 @@ class _Stateless:
 
 
 def groups(batch: RolloutBatch) -> list[list[int]]:
-    """Row indices of each group (rows of a group are contiguous)."""
-    out: dict[int, list[int]] = {}
-    for row, g in enumerate(batch.group_ids.tolist()):
-        out.setdefault(g, []).append(row)
-    return list(out.values())
+    """Row indices of each group, groups in the order they appear."""
+    return list(group_rows(batch.group_ids).values())
 
 
 @DEMO_SOURCES.register("task")
@@ -76,8 +74,8 @@ class TaskDemos(_Stateless):
 class NoisyDemos(_Stateless):
     """Task demos whose answer is corrupted (one character) with probability corrupt_prob.
 
-    Builds the partly competent "base model" of catalog 3.0: the mixture of correct and
-    corrupted traces sets how often the base samples a right answer.
+    Builds the partly competent "base model" of the built-in testbed: the mixture of correct
+    and corrupted traces sets how often the base samples a right answer.
     """
 
     def __init__(self, pool: list[Problem], *, corrupt_prob: float = 0.5) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rftkit.algos.groups import group_rows
+
 
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -34,11 +36,9 @@ def base_unsolved(base: list[dict], trained: list[dict], count_greedy: bool = Fa
     shared = [r for r in base if _key(r) in after]
     unsolved = [r for r in shared if not _solved(r, count_greedy)]
     solved_now = [after[_key(r)] for r in unsolved if _solved(after[_key(r)], count_greedy)]
-    by_source: dict[str, dict[str, int]] = {}
-    for r in unsolved:
-        d = by_source.setdefault(_key(r)[0], {"base_unsolved": 0, "trained_solved": 0})
-        d["base_unsolved"] += 1
-        d["trained_solved"] += int(_solved(after[_key(r)], count_greedy))
+    by_source = {label: {"base_unsolved": len(rows),
+                         "trained_solved": sum(_solved(after[_key(unsolved[i])], count_greedy) for i in rows)}
+                 for label, rows in group_rows(_key(r)[0] for r in unsolved).items()}
     acc = [after[_key(r)]["n_correct"] / max(1, len(after[_key(r)]["samples"])) for r in unsolved]
     return {"problems": len(shared), "base_unsolved": len(unsolved), "trained_solved": len(solved_now),
             "trained_solved_frac": len(solved_now) / len(unsolved) if unsolved else 0.0,

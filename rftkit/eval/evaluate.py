@@ -20,9 +20,9 @@ rebuilds the extended summary from them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 
+from rftkit.algos.groups import group_rows
 from rftkit.eval.metrics import avg_at_n, best_of_n, distinct_answers, distinct_n, maj_at_k
 from rftkit.eval.passk import pass_at_k
 from rftkit.model.hf_tokenizer import problem_prompt_ids
@@ -146,20 +146,18 @@ def behaviour_metrics(rs: list[dict]) -> dict[str, float]:
 def summarize(records: list[dict], n: int, ks: list[int], extended: bool = False) -> dict[str, float]:
     """The summary of `evaluate` from its records: overall, per difficulty and per source."""
     scores = [problem_scores(r, n, ks, extended) for r in records]
-    groups: dict[str, list[dict]] = defaultdict(list)
-    sources = {r.get("source") or r["task"] for r in records}
-    for r, sc in zip(records, scores):
-        groups[f"/d{r['difficulty']}"].append(sc)
-        if len(sources) > 1:
-            groups[f"/src={r.get('source') or r['task']}"].append(sc)
+    sources = [r.get("source") or r["task"] for r in records]
+    groups = {f"/d{d}": rows for d, rows in group_rows(r["difficulty"] for r in records).items()}
+    if len(set(sources)) > 1:
+        groups.update({f"/src={s}": rows for s, rows in group_rows(sources).items()})
     out = accuracy_metrics(scores)
     if extended:
         out.update({f"pass@{k}": _mean([pass_at_k(n, r["n_correct"], k) for r in records]) for k in range(1, n + 1)})
         out.update(behaviour_metrics(records))
     elif records and "best_of_n_rm" in records[0]:
         out["best_of_n_rm"] = _mean([r["best_of_n_rm"] for r in records])
-    for suffix, group in sorted(groups.items()):
-        out.update(accuracy_metrics(group, suffix))
+    for suffix, rows in sorted(groups.items()):
+        out.update(accuracy_metrics([scores[i] for i in rows], suffix))
     return out
 
 
