@@ -22,7 +22,7 @@ import common  # noqa: E402
 
 def main(path: str) -> None:
     from rftkit.model.hf import load_hf_policy
-    from rftkit.train.batches import token_distributions
+    from rftkit.model.logprobs import token_distributions
 
     torch.set_num_threads(1)
     pol = load_hf_policy(path, dtype="float32", device="cpu")

@@ -1,31 +1,107 @@
-"""Structure rules from STYLE.md: import direction (G5/G11) and size budgets (G8)."""
+"""Structure rules: the import direction between rftkit's parts, and size budgets.
+
+A part is a subpackage of rftkit (`model/`, `train/`, ...) or a top-level module (`config.py`,
+`cli.py`, ...). The parts stand on floors, bottom first:
+
+  0  __init__, types, errors     import nothing from rftkit (__init__ runs on every import)
+  1  registry                    named parts and their knobs (errors: ConfigError, did-you-mean)
+  2  model, tasks, algos         the leaves: the policy and its log-probs, tasks and
+                                 verifiers, the algorithm algebra
+  3  rollout, data, rewards      generators (model), problem pools and samplers (tasks, algos),
+                                 the reward library (tasks, algos)
+  4  eval                        evaluating a policy: generates (rollout), verifies (tasks)
+  5  report                      metrics logs, sinks, HTML reports (reads eval's records)
+  6  plugins, recipe_base        reading user files: Python imports; recipe YAML, `base:` chains
+  7  config                      the typed config tree (model sizes, recipe files)
+  8  train                       builders (config -> parts), the step, the update, the loop
+  9  cli                         the command line
+ 10  __main__                    `python -m rftkit`
+
+A module imports its own part and parts on lower floors only: never a higher floor, never
+another part of its own floor. Module-level and function-local imports both count (`ast.walk`
+sees both), relative imports are resolved, and every part must be placed on a floor. Leaves
+also stay off the distributed runtime (ray, torch.distributed). docs/architecture.md shows
+the same floors.
+"""
 
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).parents[1] / "rftkit"
-LEAVES = ("model", "tasks", "algos")
-FORBIDDEN_FOR_LEAVES = ("rftkit.config", "rftkit.train", "rftkit.dist", "rftkit.cli", "ray", "torch.distributed")
+FLOORS = (
+    ("__init__", "types", "errors"),
+    ("registry",),
+    ("model", "tasks", "algos"),
+    ("rollout", "data", "rewards"),
+    ("eval",),
+    ("report",),
+    ("plugins", "recipe_base"),
+    ("config",),
+    ("train",),
+    ("cli",),
+    ("__main__",),
+)
+FLOOR = {part: i for i, parts in enumerate(FLOORS) for part in parts}
+LEAVES = FLOORS[2]
+FORBIDDEN_FOR_LEAVES = ("ray", "torch.distributed")
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
 def _imports(path: Path) -> list[str]:
+    """Absolute names of every module `path` imports (relative ones resolved; `from rftkit
+    import x` gives rftkit.x)."""
+    package = list(path.relative_to(PKG.parent).parts[:-1])  # e.g. ["rftkit", "train"]
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # `from . import x` in rftkit/train/a.py is rftkit.train.x
+                up = package[:len(package) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            names += [f"{base}.{a.name}" for a in node.names] if base == "rftkit" else [base]
     return names
 
 
-def test_leaves_import_nothing_above_them():
+def _target_part(name: str) -> str | None:
+    """The rftkit part a module name belongs to, None outside rftkit."""
+    parts = name.split(".")
+    if parts[0] != "rftkit":
+        return None
+    if len(parts) == 1 or not ((PKG / parts[1]).is_dir() or (PKG / f"{parts[1]}.py").is_file()):
+        return "__init__"  # `import rftkit`, or a name defined in rftkit/__init__.py
+    return parts[1]
+
+
+def test_every_part_stands_on_one_floor():
+    parts = {_part(f) for f in PKG.rglob("*.py")}
+    assert sum(len(p) for p in FLOORS) == len(FLOOR), "a part is listed on two floors"
+    assert not parts - FLOOR.keys(), f"place these parts on a floor in FLOORS: {sorted(parts - FLOOR.keys())}"
+    assert not FLOOR.keys() - parts, f"FLOORS lists parts that do not exist: {sorted(FLOOR.keys() - parts)}"
+
+
+def test_no_part_imports_its_own_floor_or_above():
     bad = []
-    for leaf in LEAVES:
-        for f in (PKG / leaf).rglob("*.py"):
-            for name in _imports(f):
-                if name.startswith(FORBIDDEN_FOR_LEAVES) or (name.startswith("rftkit.") and
-                                                             name.split(".")[1] not in (*LEAVES, "registry", "types", "errors")):
-                    bad.append(f"{f.relative_to(PKG)} imports {name}")
+    for f in sorted(PKG.rglob("*.py")):
+        src = _part(f)
+        for name in _imports(f):
+            dst = _target_part(name)
+            if dst is None or dst == src or dst not in FLOOR or src not in FLOOR:
+                continue  # outside rftkit, own part, or unplaced (the test above names it)
+            if FLOOR[dst] >= FLOOR[src]:
+                bad.append(f"{f.relative_to(PKG)} (floor {FLOOR[src]}, {src}) imports {name} "
+                           f"(floor {FLOOR[dst]}, {dst})")
+    assert not bad, "\n".join(bad)
+
+
+def test_leaves_stay_off_the_distributed_runtime():
+    bad = [f"{f.relative_to(PKG)} imports {name}" for leaf in LEAVES for f in (PKG / leaf).rglob("*.py")
+           for name in _imports(f) if name.startswith(FORBIDDEN_FOR_LEAVES)]
     assert not bad, "\n".join(bad)
 
 

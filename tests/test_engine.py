@@ -58,7 +58,7 @@ def test_sampling_is_seeded_and_masks_are_consistent():
     assert not torch.equal(a.tokens, c.tokens)
     assert (a.logp <= 0).all() and ((a.logp != 0) <= (a.mask > 0)).all()
     # the trainer's forward gives the same log-probs as the engine recorded
-    from rftkit.train.batches import token_logprobs
+    from rftkit.model.logprobs import token_logprobs
 
     with torch.no_grad():
         lp, _ = token_logprobs(model, a.tokens)
@@ -89,7 +89,7 @@ class _EosHeavy(torch.nn.Module):
 def test_finished_rows_leave_the_batch_without_changing_the_others():
     """Rows drop out of the decode batch as they finish (and a group's shared prompt is
     prefilled once): every row still equals a teacher-forced forward of its own sequence."""
-    from rftkit.train.batches import token_logprobs
+    from rftkit.model.logprobs import token_logprobs
 
     model = _EosHeavy(_model(2)).eval()
     prompts = [[TOK.bos_id] + TOK.encode(p) for p in PROMPTS]

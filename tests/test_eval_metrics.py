@@ -180,7 +180,7 @@ def test_evaluate_keeps_its_old_call_and_output_and_extends_on_request():
 def test_entropy_and_reward_model_hook():
     from rftkit.eval.entropy import policy_entropy
     from rftkit.rollout.base import SamplingParams
-    from rftkit.train.batches import token_logprobs
+    from rftkit.model.logprobs import token_logprobs
 
     model, tok, gen = _nano()
     summary, records = evaluate(gen, tok, _problems(), n=2, ks=[1], temperature=1.0, max_new_tokens=5, seed=2,

@@ -25,7 +25,7 @@ from rftkit.model.io import build_model, save_model  # noqa: E402
 from rftkit.model.tokenizer import CharTokenizer  # noqa: E402
 from rftkit.rollout.base import GENERATORS, SamplingParams  # noqa: E402
 from rftkit.rollout.kv_engine import KVCacheEngine  # noqa: E402
-from rftkit.train.batches import token_logprobs  # noqa: E402
+from rftkit.model.logprobs import token_logprobs  # noqa: E402
 from rftkit.types import Problem  # noqa: E402
 
 FLAVOURS = ("qwen2", "llama")

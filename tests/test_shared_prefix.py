@@ -3,13 +3,12 @@
 import pytest
 import torch
 
+from rftkit.model import logprobs
+from rftkit.model.logprobs import completion_starts, rollout_logprobs, token_logprobs
 from rftkit.model.gpt import GPT, GPTConfig, SIZES
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
-from rftkit.train import shared_prefix
-from rftkit.train.batches import token_logprobs
-from rftkit.train.shared_prefix import completion_starts, rollout_logprobs
 
 TOK = CharTokenizer()
 
@@ -50,8 +49,8 @@ def test_shared_path_is_taken_and_falls_back_without_sharing(monkeypatch):
     model = GPT(GPTConfig(vocab_size=TOK.vocab_size, max_seq_len=64, **SIZES["nano"]))
     prompts = [[TOK.bos_id] + TOK.encode(p) for p in ["add:1+2=", "str:ab="]]
     calls = []
-    real = shared_prefix._prefill
-    monkeypatch.setattr(shared_prefix, "_prefill", lambda *a: calls.append(1) or real(*a))
+    real = logprobs._prefill
+    monkeypatch.setattr(logprobs, "_prefill", lambda *a: calls.append(1) or real(*a))
     tokens, mask = _batch(model, TOK, prompts, n=3)
     rollout_logprobs(model, tokens, mask)
     assert calls == [1]
@@ -83,8 +82,8 @@ def test_hf_shared_prefix_equals_plain_forward(tmp_path, flavour, lora, monkeypa
     tokens, mask = _batch(policy, tok, prompts, n=3, new=8)
     policy.train()
     calls = []
-    real = shared_prefix._prefill
-    monkeypatch.setattr(shared_prefix, "_prefill", lambda *a: calls.append(1) or real(*a))
+    real = logprobs._prefill
+    monkeypatch.setattr(logprobs, "_prefill", lambda *a: calls.append(1) or real(*a))
     _compare(policy, tokens, mask, 1.0)
     assert calls == [1]  # the shared path ran (not the fallback)
 
@@ -94,10 +93,10 @@ def test_frozen_logprobs_in_small_chunks_equal_one_pass(monkeypatch):
     model = GPT(GPTConfig(vocab_size=TOK.vocab_size, max_seq_len=64, **SIZES["nano"]))
     prompts = [[TOK.bos_id] + TOK.encode(p) for p in ["add:12+3=", "x=", "sort:5,3,9,1="]]
     tokens, mask = _batch(model, TOK, prompts, n=4)
-    whole = shared_prefix.frozen_logprobs(model, tokens, mask)
-    assert shared_prefix.rows_per_chunk(model, tokens, budget=5 * tokens.shape[1] * TOK.vocab_size) == 5
-    monkeypatch.setattr(shared_prefix, "rows_per_chunk", lambda m, t: 5)  # 12 rows -> chunks of 5, 5, 2
-    chunked = shared_prefix.frozen_logprobs(model, tokens, mask)
+    whole = logprobs.frozen_logprobs(model, tokens, mask)
+    assert logprobs.rows_per_chunk(model, tokens, budget=5 * tokens.shape[1] * TOK.vocab_size) == 5
+    monkeypatch.setattr(logprobs, "rows_per_chunk", lambda m, t: 5)  # 12 rows -> chunks of 5, 5, 2
+    chunked = logprobs.frozen_logprobs(model, tokens, mask)
     assert torch.allclose(whole, chunked, atol=1e-6) and not chunked.requires_grad
     with torch.no_grad():
         assert torch.allclose(token_logprobs(model, tokens)[0] * mask, whole, atol=1e-5)

@@ -3,15 +3,16 @@
 `policy_entropy(model, generation, temperature)` is the mean, over every generated token of
 every sample, of the entropy of the policy's next-token distribution (at the sampling
 temperature) at that position, in nats. It reuses the trainer's `token_logprobs`
-(rftkit/train/batches.py), imported when called so that eval/ does not import train/ at
-module load. `evaluate(..., model=policy)` calls it on its sampled completions and adds the
-`entropy` key; the training loop passes `model=run.model` (docs/evaluation.md).
+(rftkit/model/logprobs.py). `evaluate(..., model=policy)` calls it on its sampled
+completions and adds the `entropy` key; the training loop passes `model=run.model`
+(docs/evaluation.md).
 """
 
 from __future__ import annotations
 
 import torch
 
+from rftkit.model.logprobs import rows_per_chunk, token_logprobs
 from rftkit.types import Generation
 
 
@@ -23,9 +24,6 @@ def policy_entropy(model, generation: Generation, temperature: float = 1.0, batc
     in eval mode (the model's mode is restored);
     no random numbers are drawn, so calling it never changes a run's RNG stream.
     """
-    from rftkit.train.batches import token_logprobs
-    from rftkit.train.shared_prefix import rows_per_chunk
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rftkit.model.logprobs import left_pad
 from rftkit.model.tokenizer import Tokenizer
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.rollout.sampling import sample_next
@@ -94,18 +95,6 @@ class KVCacheEngine:
         texts = [self.tok.decode(r) for r in generated.tolist()]
         hits = [any(tx.endswith(s) for s in stop) for tx in texts]
         return torch.tensor(hits, device=generated.device)
-
-
-def left_pad(prompts: list, plen: int, extra: int, pad_id: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    """Prompts left-padded to plen: ids [B, plen], key_mask [B, plen + extra] (True on real
-    prompt tokens; the `extra` slots are for tokens to come), positions [B, plen] (0 at each
-    row's first real token, so a row's RoPE positions do not depend on its padding)."""
-    ids = torch.full((len(prompts), plen), pad_id, dtype=torch.long, device=device)
-    key_mask = torch.zeros((len(prompts), plen + extra), dtype=torch.bool, device=device)
-    for i, r in enumerate(prompts):
-        ids[i, plen - len(r):] = torch.tensor(list(r), dtype=torch.long, device=device)
-        key_mask[i, plen - len(r):plen] = True
-    return ids, key_mask, (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
 
 
 def right_pad(parts, tok: Tokenizer) -> Generation:

@@ -1,4 +1,5 @@
-"""Turning problems and completions into padded token tensors, and policy log-probs.
+"""Turning problems and completions into padded token tensors (policy log-probs of them:
+rftkit/model/logprobs.py).
 
 Layout (see rftkit.types): right-padded [bos] + prompt + completion + [eos]; masks are 1 on
 the completion tokens (including eos), the only positions an objective trains.
@@ -36,32 +37,3 @@ def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch
     if not toks:
         return None
     return DemoBatch(tokens=pad(toks, tok.pad_id, torch.long), mask=pad(masks, 0.0, torch.float32), problems=kept)
-
-
-def token_logprobs(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Per-token log-probs and entropies of `tokens` under `model`.
-
-    tokens [N, T] -> (logp [N, T], entropy [N, T]); logp[:, t] = log p(tokens[:, t] | tokens[:, :t])
-    with logits divided by `temperature` (the sampling temperature, so the ratio compares the
-    same distribution the engine sampled from); position 0 is 0.
-    """
-    lp, ent, _ = token_distributions(model, tokens, temperature)
-    return lp, ent
-
-
-def token_distributions(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-    """`token_logprobs` plus the full next-token log-softmax it is computed from.
-
-    tokens [N, T] -> (logp [N, T], entropy [N, T], next_logp [N, T-1, V]) with
-    next_logp[:, t] = log p(. | tokens[:, :t+1]), the distribution of tokens[:, t+1]. It is the
-    tensor autograd keeps for the backward pass anyway, so returning it costs no memory; it is not
-    padded to [N, T, V] because that copy would (objectives that sample from it: `otr`).
-    """
-    logits = model(tokens[:, :-1]).float()
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    logprobs = logits.log_softmax(-1)
-    lp = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    ent = -(logprobs.exp() * logprobs).sum(-1)
-    zero = lp.new_zeros(tokens.shape[0], 1)
-    return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1), logprobs

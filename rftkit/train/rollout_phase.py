@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from rftkit.model.hf_tokenizer import problem_prompt_ids
+from rftkit.model.logprobs import frozen_logprobs
 from rftkit.algos.advantages import gae_returns
 from rftkit.algos.shaping import dapo_overlong_penalty, kl_in_reward
 from rftkit.data.samplers import PromptStats
 from rftkit.rollout.base import SamplingParams
 from rftkit.tasks.base import verify
 from rftkit.train.batches import pad
-from rftkit.train.shared_prefix import frozen_logprobs
 from rftkit.types import Problem, RolloutBatch, Verdict
 
 

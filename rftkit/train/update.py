@@ -17,8 +17,7 @@ from torch import Tensor
 
 from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs, inert_at_zero_advantage
-from rftkit.train.batches import token_distributions
-from rftkit.train.shared_prefix import frozen_logprobs, rollout_logprobs
+from rftkit.model.logprobs import frozen_logprobs, rollout_logprobs, token_distributions
 from rftkit.types import DemoBatch, RolloutBatch
 
 

@@ -1,14 +1,27 @@
-"""Log-probs of a rollout batch with each distinct prompt run once (shared-prefix forward).
+"""Log-probs of token sequences under a policy: the plain forward, the shared-prefix forward.
 
-A GRPO group is G completions of one prompt. The plain training forward (`token_logprobs`)
-runs the prompt G times; here the distinct prompts run once, their keys/values are copied
-out to every row of the group, and only the completions run per row. Gradients flow back
-through the copy (index_select sums the G rows' contributions), so the result and its
-gradient equal the plain forward's (tested). This is the idea of Prefix Grouper (Liu et
-al. 2025, "Prefix Grouper: Efficient GRPO Training through Shared-Prefix Forward"); with
-prompts as long as completions it removes close to half the training compute.
+Any model with the built-in interface (`forward(ids, positions, key_mask, cache) -> logits`,
+rftkit/model/gpt.py: the built-in GPT or a Hugging Face policy from hf.py) goes in. Tokens are
+right-padded [N, T] (rftkit.types); per-token outputs align with them: logp[:, t] =
+log p(tokens[:, t] | tokens[:, :t]), 0 at position 0.
 
-Works with any model of the built-in interface whose cache keeps the autograd graph: the
+- `token_logprobs` / `token_distributions`: the plain forward, every row run whole.
+- `rollout_logprobs`: the same values at every trained position with each distinct prompt run
+  once (shared-prefix forward, below).
+- `frozen_logprobs`: no-grad log-probs of the trained tokens in memory-bounded chunks of rows
+  (`rows_per_chunk`).
+- `left_pad`: the left-padded prompt layout (ids, key mask, RoPE positions) that the rollout
+  engine and the shared-prefix forward both prefill with.
+
+Shared-prefix forward. A GRPO group is G completions of one prompt. The plain training forward
+(`token_logprobs`) runs the prompt G times; here the distinct prompts run once, their
+keys/values are copied out to every row of the group, and only the completions run per row.
+Gradients flow back through the copy (index_select sums the G rows' contributions), so the
+result and its gradient equal the plain forward's (tested). This is the idea of Prefix
+Grouper (Liu et al. 2025, "Prefix Grouper: Efficient GRPO Training through Shared-Prefix
+Forward"); with prompts as long as completions it removes close to half the training compute.
+
+It works with any model of the built-in interface whose cache keeps the autograd graph: the
 built-in GPT (through `ConcatCache`, below) and Hugging Face policies (transformers'
 `DynamicCache` concatenates) unless gradient checkpointing is on (transformers then
 switches the cache off). Otherwise, or when no two rows share a prompt, it falls back to
@@ -20,8 +33,46 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rftkit.rollout.kv_engine import left_pad
-from rftkit.train.batches import token_logprobs
+
+def token_logprobs(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-token log-probs and entropies of `tokens` under `model`.
+
+    tokens [N, T] -> (logp [N, T], entropy [N, T]); logp[:, t] = log p(tokens[:, t] | tokens[:, :t])
+    with logits divided by `temperature` (the sampling temperature, so the ratio compares the
+    same distribution the engine sampled from); position 0 is 0.
+    """
+    lp, ent, _ = token_distributions(model, tokens, temperature)
+    return lp, ent
+
+
+def token_distributions(model, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """`token_logprobs` plus the full next-token log-softmax it is computed from.
+
+    tokens [N, T] -> (logp [N, T], entropy [N, T], next_logp [N, T-1, V]) with
+    next_logp[:, t] = log p(. | tokens[:, :t+1]), the distribution of tokens[:, t+1]. It is the
+    tensor autograd keeps for the backward pass anyway, so returning it costs no memory; it is not
+    padded to [N, T, V] because that copy would (objectives that sample from it: `otr`).
+    """
+    logits = model(tokens[:, :-1]).float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logprobs = logits.log_softmax(-1)
+    lp = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    ent = -(logprobs.exp() * logprobs).sum(-1)
+    zero = lp.new_zeros(tokens.shape[0], 1)
+    return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1), logprobs
+
+
+def left_pad(prompts: list, plen: int, extra: int, pad_id: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Prompts left-padded to plen: ids [B, plen], key_mask [B, plen + extra] (True on real
+    prompt tokens; the `extra` slots are for tokens to come), positions [B, plen] (0 at each
+    row's first real token, so a row's RoPE positions do not depend on its padding)."""
+    ids = torch.full((len(prompts), plen), pad_id, dtype=torch.long, device=device)
+    key_mask = torch.zeros((len(prompts), plen + extra), dtype=torch.bool, device=device)
+    for i, r in enumerate(prompts):
+        ids[i, plen - len(r):] = torch.tensor(list(r), dtype=torch.long, device=device)
+        key_mask[i, plen - len(r):plen] = True
+    return ids, key_mask, (key_mask[:, :plen].long().cumsum(1) - 1).clamp(min=0)
 
 
 class ConcatCache:
