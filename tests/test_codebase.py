@@ -11,7 +11,8 @@ A part is a subpackage of rftkit (`model/`, `train/`, ...) or a top-level module
                                  the reward library (tasks, algos)
   4  eval                        evaluating a policy: generates (rollout), verifies (tasks)
   5  report                      metrics logs, sinks, HTML reports (reads eval's records)
-  6  plugins, recipe_base        reading user files: Python imports; recipe YAML, `base:` chains
+  6  plugins, recipe_base,      reading user files: Python imports; recipe YAML, `base:` chains,
+     config_moved               config keys that moved (the error showing their new spelling)
   7  config                      the typed config tree (model sizes, recipe files)
   8  train                       builders (config -> parts), the step, the update, the loop
   9  cli                         the command line
@@ -35,7 +36,7 @@ FLOORS = (
     ("rollout", "data", "rewards"),
     ("eval",),
     ("report",),
-    ("plugins", "recipe_base"),
+    ("plugins", "recipe_base", "config_moved"),
     ("config",),
     ("train",),
     ("cli",),
