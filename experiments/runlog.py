@@ -7,17 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from rftkit.config import validate
+from rftkit.recipe_base import recipe_tree  # a shipped recipe, `base:` resolved (used by the experiments)
 from rftkit.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def recipe_tree(name: str) -> dict:
-    """The shipped recipe `name` as a plain dict."""
-    return yaml.safe_load((ROOT / "rftkit" / "recipes" / f"{name}.yaml").read_text())
 
 
 def shared_start(out: Path, recipe: str, threads: int = 0) -> Path:

@@ -60,16 +60,10 @@ def _expected_errors(debug: bool, interrupted: str = "interrupted") -> Iterator[
 
 
 def recipe_path(recipe: str) -> Path:
-    p = Path(recipe)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"recipe file '{p}' does not exist; `rftkit recipes` lists the shipped ones")
-        return p
-    shipped = RECIPES_DIR / f"{recipe}.yaml"
-    if not shipped.is_file():
-        names = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("*.yaml")))
-        raise ConfigError(f"no recipe '{recipe}': not a file, and not a shipped recipe ({names})")
-    return shipped
+    """A YAML path or a shipped recipe's name -> its file (as `base:` names resolve)."""
+    from rftkit.recipe_base import find_recipe
+
+    return find_recipe(recipe)
 
 
 def prepare(cfg: Config, base: Path | None) -> Config:

@@ -335,19 +335,14 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
-    """Read a recipe YAML (or start from `base`), apply overrides, validate."""
+    """Read a recipe YAML, its `base:` chain merged in (`recipe_base`), or start from `base`;
+    apply overrides, validate."""
+    from rftkit.recipe_base import load_recipe
+
     source = str(path) if path else "<defaults>"
     tree: dict = dict(base or {})
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe file '{p}' does not exist; `rftkit recipes` lists the shipped ones")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
+        tree = load_recipe(Path(path))
     for k, v in parse_overrides(list(overrides)):
         apply_override(tree, k, v, f"override '{k}={v}'")
     return validate(tree, source)

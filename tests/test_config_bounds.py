@@ -11,6 +11,7 @@ import yaml
 from rftkit.algos.advantages import ADVANTAGES
 from rftkit.config import load_config, validate
 from rftkit.errors import ConfigError
+from rftkit.recipe_base import load_recipe
 from rftkit.train.build import check_bounds, check_prompts_fit, task_specs
 
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
@@ -106,7 +107,7 @@ def test_group_relative_marks_exactly_the_estimators_that_zero_groups_of_one(nam
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipes_are_within_bounds(recipe):
-    cfg = validate(yaml.safe_load(recipe.read_text()), str(recipe))
+    cfg = validate(load_recipe(recipe), str(recipe))
     check_bounds(cfg)
     if cfg.model.path is None:  # the built-in model: its prompts fit (full eval splits, part of train)
         from rftkit.data.pool import build_pools

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -36,6 +35,7 @@ from rftkit.model.hf import (
     load_hf_policy,
 )
 from rftkit.model.hf_tokenizer import load_hf_tokenizer
+from rftkit.recipe_base import load_recipe
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
@@ -102,7 +102,7 @@ def _eval_reasons(run) -> list[str]:
 
 
 def test_every_hf_recipe_is_covered_here():
-    with_model = {p.stem for p in RECIPES.glob("*.yaml") if (yaml.safe_load(p.read_text()).get("model") or {}).get("path")}
+    with_model = {p.stem for p in RECIPES.glob("*.yaml") if (load_recipe(p).get("model") or {}).get("path")}
     assert with_model == set(ROWS)
 
 

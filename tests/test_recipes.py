@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rftkit.config import validate
+from rftkit.recipe_base import load_recipe
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
@@ -31,7 +31,7 @@ def test_there_is_a_default_recipe():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_recipe_runs(recipe, tmp_path):
-    tree = yaml.safe_load(recipe.read_text())
+    tree = load_recipe(recipe)  # its `base:` chain merged in
     first_line = recipe.read_text().splitlines()[0]
     assert first_line.startswith("# "), "a recipe starts with a one-line description comment"
     cfg = validate(shrink(tree, tmp_path), str(recipe))
@@ -45,7 +45,7 @@ def test_recipe_runs(recipe, tmp_path):
 
 
 def test_user_task_file_runs_through_imports(tmp_path):
-    tree = yaml.safe_load(RECIPES[[p.stem for p in RECIPES].index("default")].read_text())
+    tree = load_recipe(RECIPES[[p.stem for p in RECIPES].index("default")])
     tree["imports"] = [str(EXAMPLE)]
     tree["data"] = {"tasks": [{"name": "parity"}]}
     cfg = validate(shrink(tree, tmp_path), "default+parity")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 from rich.table import Table
 
 from rftkit.config import load_config
@@ -13,6 +12,7 @@ from rftkit.data.pool import build_pools
 from rftkit.errors import ConfigError
 from rftkit.eval.evaluate import evaluate, headline_keys
 from rftkit.model.io import load_model
+from rftkit.recipe_base import load_recipe
 from rftkit.rollout.base import GENERATORS
 from rftkit.report.progress import EvalProgress
 from rftkit.train.build import check_device, check_prompts_fit, context_length, resolve_model_dir, task_specs
@@ -29,7 +29,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     cfg_file = recipe or find_run_config(path)
     if cfg_file is None:
         raise ConfigError(f"'{path}' is not inside a run directory; pass --recipe to say which test sets to use")
-    base = yaml.safe_load(cfg_file.read_text())
+    base = load_recipe(cfg_file)  # a recipe given by --recipe may have a `base:`
     cfg = prepare(load_config(None, overrides, base=base), cfg_file.parent)
     model_dir = resolve_model_dir(str(path))
     check_device(cfg.model.device)
