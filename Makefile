@@ -1,4 +1,4 @@
-# One command each: `make run` (set up + the default job), `make test` (set up + the test suite).
+# One command each: `make run` (set up + the default job), `make test` (set up + lint + the test suite).
 # torch==2.13.0 is installed first: on these machines that pin is a local CPU build, while an
 # unpinned torch would pull gigabytes of CUDA packages.
 PYTHON ?= python3
@@ -20,6 +20,7 @@ run: setup
 	$(BIN)/rftkit run
 
 test: setup chromium
+	$(BIN)/ruff check rftkit tests benchmarks experiments examples
 	$(BIN)/pytest -q
 
 # Headless Chromium for the report's browser test (tests/test_report_browser.py, skipped

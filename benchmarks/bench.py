@@ -1,4 +1,4 @@
-"""rftkit vs TRL on identical settings, and rftkit's engine vs the machine's limits (issue 8).
+"""rftkit vs TRL on identical settings, and rftkit's engine vs the machine's limits (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/bench.py [--quick] [--steps N] [--only grpo,engine,sft] [--out FILE]
 
@@ -39,7 +39,8 @@ def run_worker(name: str, args: dict, workdir: Path) -> dict:
     af, of = workdir / f"{name}.args.json", workdir / f"{name}.result.json"
     af.write_text(json.dumps(args))
     of.unlink(missing_ok=True)
-    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import workers; workers.main({name!r}, {str(af)!r}, {str(of)!r})"
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import workers; "
+            f"workers.main({name!r}, {str(af)!r}, {str(of)!r})")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"})

@@ -117,7 +117,8 @@ def sft_batch(tok, pairs: list[tuple[str, str]]):
     return ids, att, lab
 
 
-WARM_LR = 1e-3        # peak lr of the warm start (3e-3, the old default, reached 77 % on one machine and 9 % on another)
+# peak lr of the warm start (3e-3, the old default, reached 77 % on one machine and 9 % on another)
+WARM_LR = 1e-3
 WARM_TARGET_ACC = 0.75  # the warm start stops when its held-out greedy accuracy reaches this (RL needs room above)
 WARM_MIN_ACC = 0.6    # the harness refuses to time a warm start below this held-out greedy accuracy
 WARM_CHECK_EVERY = 25  # steps between the warm start's accuracy checks
@@ -171,7 +172,8 @@ def sft_warm_start(out: Path, steps: int = 100, batch: int = 64, lr: float = WAR
     model.eval()
     info = {"steps": done, "max_steps": steps, "batch": batch, "lr": lr, "schedule": schedule, "clip": clip,
             "seed": seed, "target_acc": target_acc, "final_loss": float(loss.detach()), "params": n_params(model),
-            "curve": curve, "seconds": round(time.perf_counter() - t0, 2), "greedy_acc": greedy_accuracy(model, tok, 128)}
+            "curve": curve, "seconds": round(time.perf_counter() - t0, 2),
+            "greedy_acc": greedy_accuracy(model, tok, 128)}
     save_folder(model, tok, out)
     (out / "warm_start.json").write_text(json.dumps(info))
     return info

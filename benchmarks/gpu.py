@@ -1,4 +1,4 @@
-"""The GPU part of the benchmark (issue 8): a 0.5B-shaped random Qwen2 in bf16 on a CUDA device.
+"""The GPU part of the benchmark (docs/benchmarks.md): a 0.5B-shaped random Qwen2 in bf16 on a CUDA device.
 
 Rows, all on the same random weights:
 - the GPU's measured bf16 matmul ceiling (8192^2 matmuls);
@@ -45,9 +45,10 @@ def gpu(a: dict) -> dict:
                                                              device=device), "bfloat16", mm_n, device)
     eng.update(rftkit_mfu=eng["rftkit_gflops"] / eng["ceiling_gflops"],
                generate_mfu=eng["generate_gflops"] / eng["ceiling_gflops"])
-    train = workers.beside_ceiling(lambda: workers.train_step_rate(str(path), "bfloat16", batch=a.get("train_batch", 64),
-                                                                   seq=7 + new, reps=reps, device=device),
-                                   "bfloat16", mm_n, device)
+    train = workers.beside_ceiling(
+        lambda: workers.train_step_rate(str(path), "bfloat16", batch=a.get("train_batch", 64), seq=7 + new, reps=reps,
+                                        device=device),
+        "bfloat16", mm_n, device)
     train["mfu"] = train["gflops"] / train["ceiling_gflops"]
     return {"device": _device_name(device), "size": size, "params": params, "model": str(path),
             "ceiling_bf16_gflops": max(eng["ceiling_gflops"], train["ceiling_gflops"]), "engine": eng, "train": train}

@@ -1,4 +1,4 @@
-"""Learning speed (issue 8): samples and training wall time until held-out greedy accuracy
+"""Learning speed (docs/benchmarks.md): samples and training wall time until held-out greedy accuracy
 first reaches a target, rftkit's default GRPO against TRL's GRPOTrainer at a given lr.
 
 Both start from the same SFT warm start, train on the same prompt pool and are evaluated on
@@ -39,10 +39,11 @@ def _data(a: dict) -> dict:
 
 def _pools(a: dict):
     """The addsum train/test pools rftkit's loop builds for this config: (prompt, answer) pairs."""
-    import addsum_task  # noqa: F401  registers the task
     from rftkit.config import validate
     from rftkit.data.pool import build_pools
     from rftkit.train.build import task_specs
+
+    import addsum_task  # noqa: F401  registers the task
 
     cfg = validate(_tree(a), "<learn pools>")
     d = cfg.data
@@ -77,9 +78,10 @@ def _summary(curve: list[dict], target: float, framework: str, lr: float) -> dic
 
 
 def learn_rftkit(a: dict) -> dict:
-    import addsum_task  # noqa: F401
     from rftkit.config import validate
     from rftkit.train.loop import train
+
+    import addsum_task  # noqa: F401
 
     cfg = validate(_tree(a), "<learn>")
     shutil.rmtree(cfg.run_dir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""rftkit's SFT update against a bare PyTorch loop of the model's own loss, same batch (issue 8).
+"""rftkit's SFT update against a bare PyTorch loop of the model's own loss, same batch (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/sft_floor.py WARM_START_DIR
 

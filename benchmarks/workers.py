@@ -45,9 +45,10 @@ def _rftkit_tree(a: dict, name: str, steps: int, stage: dict) -> dict:
 def _run_rftkit(tree: dict) -> list[dict]:
     import shutil
 
-    import addsum_task  # noqa: F401  registers the "addsum" task and verifier
     from rftkit.config import validate
     from rftkit.train.loop import train
+
+    import addsum_task  # noqa: F401  registers the "addsum" task and verifier
 
     cfg = validate(tree, "<bench>")
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
@@ -184,7 +185,8 @@ def sft_trl(a: dict) -> dict:
     steps, warm = a["steps"], a["warmup"]
     tok = AutoTokenizer.from_pretrained(a["model"])
     model = AutoModelForCausalLM.from_pretrained(a["model"], dtype=torch.float32)
-    rows = [{"prompt": p, "completion": ans} for p, ans in common.problems(64 * (steps + warm + 1), a.get("seed", 0) + 9)]
+    problems = common.problems(64 * (steps + warm + 1), a.get("seed", 0) + 9)
+    rows = [{"prompt": p, "completion": ans} for p, ans in problems]
     cfg = SFTConfig(
         output_dir=str(Path(a["workdir"]) / "sft_trl"), per_device_train_batch_size=64,
         gradient_accumulation_steps=1, learning_rate=a["lr"], lr_scheduler_type="constant", adam_beta2=0.95,

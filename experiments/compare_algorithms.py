@@ -1,4 +1,4 @@
-"""Compare the RL recipes of rftkit from one shared SFT checkpoint (issue: algorithm algebra).
+"""Compare the RL recipes of rftkit from one shared SFT checkpoint (docs/algorithms_comparison.md).
 
     .venv/bin/python experiments/compare_algorithms.py --seeds 0 1 2
 
@@ -17,12 +17,12 @@ import statistics
 import time
 from pathlib import Path
 
-from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
-
 from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
+
+from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
 RECIPES = ["grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "lite_ppo",
            "gspo", "cispo", "gppo", "w_reinforce", "nsr", "psr", "nft", "ppo"]

@@ -1,4 +1,4 @@
-"""Curricula compared on a mixture of too-easy, learnable, hard and too-hard sources (issue 5).
+"""Curricula compared on a mixture of too-easy, learnable, hard and too-hard sources (docs/curricula.md).
 
     .venv/bin/python experiments/curriculum.py --seeds 0 1 2
 
@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 
-from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
-
 from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.data.pool import build_pools
@@ -34,6 +32,8 @@ from rftkit.model.io import load_model
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import check_names, task_specs
 from rftkit.train.loop import step_seed, train
+
+from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
 SAMPLERS = ["uniform", "mixture", "easy_to_hard", "hard_to_easy", "band", "dump", "sec", "pcl", "adarft",
             "alp_gmm", "limr", "few_shot"]
@@ -222,7 +222,8 @@ def main() -> None:
     start = shared_start(args.out, "cur_uniform", threads=1)
     rows = run_all(args.out / "results.jsonl", "sampler", args.samplers, args.seeds,
                    lambda name, seed: run_one(name, seed, start, args.out, args))
-    done = {(r["sampler"], r["seed"]): r for r in map(json.loads, (args.out / "results.jsonl").read_text().splitlines())}
+    results = map(json.loads, (args.out / "results.jsonl").read_text().splitlines())
+    done = {(r["sampler"], r["seed"]): r for r in results}
     rows += [r for (n, sd), r in done.items() if n not in args.samplers and sd in args.seeds]  # earlier variants
     attach_curves(rows, args.out, args.batch)
     table = summarize(rows, args.gains)

@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/hybrids.py --seeds 0 1 2
 
-Setting (catalog findings F6 / R16, "Learning What RL Can't"): a base model is pretrained
+Setting (after Ma et al. 2025, "Learning What RL Can't", arXiv:2506.07527): a base model is pretrained
 (noisy demonstrations) on 2-digit addition ("easy") and 3-digit addition ("earlier");
 2-digit subtraction ("hard") is never seen, so its pass@16 is ~0 and pure RL gets no signal
 there. From that one base, every method trains on easy + hard for the same number of steps,
@@ -21,13 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
-from runlog import ROOT, run_all, write_results
-
 from rftkit.algos.groups import group_rows
 from rftkit.config import validate
 from rftkit.eval.passk import pass_at_k
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
+
+from runlog import ROOT, run_all, write_results
 
 ADD = {"op": "add", "scratchpad": True}
 SUB = {"op": "sub", "scratchpad": True}
@@ -65,7 +65,8 @@ def methods(steps: int, batch: int) -> dict[str, list[dict]]:
         "luffy": [{**rl, "name": "train", "rl": {"offpolicy_per_group": 1}, "advantage": {"name": "dr_grpo"},
                    "objectives": [LUFFY_POLICY, {"name": "entropy", "weight": -0.001, "params": {"agg": DR}}]}],
         "prefix_rft": [{**rl, "name": "train",
-                        "rl": {"prefix_rows": 2, "prefix_ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}},
+                        "rl": {"prefix_rows": 2,
+                               "prefix_ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}},
                         "objectives": [POLICY, {"name": "prefix_sft"}]}],
         "chord_mu": [{**rl, "name": "train", "objectives": [
             {**POLICY, "weight": {"name": "cosine", "params": {"start": 0.1, "end": 0.95}}},
@@ -137,7 +138,7 @@ def write_doc(base: dict, rows: list[dict], args) -> None:
     for m in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == m]
 
-        def cell(c: str) -> str:
+        def cell(c: str, rs: list[dict] = rs) -> str:
             v = [100 * r[c] for r in rs]
             return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
@@ -150,7 +151,8 @@ def write_doc(base: dict, rows: list[dict], args) -> None:
                   f"Command: `{cmd}` ({args.steps} steps x {args.batch} prompts, group size {GROUP} for the RL "
                   f"methods, {args.batch * GROUP} demonstrations per step for SFT-only and ReFT's SFT stage (equal "
                   f"sequences per step), lr {LR} for all; mean ± std over seeds; held-out test, 100 problems per "
-                  "source, 16 samples at temperature 1).\n\n" + "\n".join(lines) + "\n\n![hard vs easy](img/hybrids.png)")
+                  "source, 16 samples at temperature 1).\n\n" + "\n".join(lines)
+                  + "\n\n![hard vs easy](img/hybrids.png)")
 
 
 def plot(rows: list[dict]) -> None:

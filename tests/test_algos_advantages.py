@@ -4,11 +4,18 @@ import pytest
 import torch
 
 from rftkit.algos.advantages import (
-    ADVANTAGES, discounted_returns, gae_returns, masked_whiten, token_rewards,
+    ADVANTAGES,
+    discounted_returns,
+    gae_returns,
+    masked_whiten,
+    token_rewards,
 )
 from rftkit.algos.losses import POLICY_LOSSES, token_mean
 from rftkit.algos.shaping import (
-    adaptive_kl_coef, dapo_overlong_penalty, kl_in_reward, zero_variance_groups,
+    adaptive_kl_coef,
+    dapo_overlong_penalty,
+    kl_in_reward,
+    zero_variance_groups,
 )
 
 A = pytest.approx
@@ -185,7 +192,7 @@ def test_equal_rewards_give_zero_advantage_and_zero_gradient(name, loss):
 
 # ---- shaping -------------------------------------------------------------------------------
 
-def test_dapo_overlong_penalty_catalog_points():
+def test_dapo_overlong_penalty_reference_points():
     max_len, cache = 20, 8
     lengths = torch.tensor([5, 12, 16, 20, 21, 40])
     # 0 up to L_max - L_cache = 12, -0.5 at L_max - L_cache/2 = 16, -1 at L_max and beyond

@@ -53,8 +53,7 @@ def test_every_hybrid_part_is_registered_with_a_source(hybrid):
     assert OBJECTIVES.get("prefix_sft").needs == {"rollout"}
     assert OBJECTIVES.get("otr").needs == {"demos", "demo_dist"}
     for fn in (hybrid.chord_mu, hybrid.srft_weights, hybrid.sasr_choose, hybrid.amft_update,
-               hybrid.amft_meta_gradient, hybrid.ghpo_hint_ratio, hybrid.ghpo_hint,
-               hybrid.prefix_ratio, hybrid.prefix_length):
+               hybrid.amft_meta_gradient):
         assert re.search(r"arXiv:\d{4}\.\d{4,5}", fn.__doc__), fn.__name__
 
 
@@ -189,7 +188,9 @@ def test_prefix_sft_only_touches_prefix_tokens():
 
 
 def test_chord_mu_schedule(hybrid):
-    mu = lambda s: hybrid.chord_mu(s, warmup_steps=10, decay_steps=20, peak=0.9, valley=0.05)
+    def mu(s):
+        return hybrid.chord_mu(s, warmup_steps=10, decay_steps=20, peak=0.9, valley=0.05)
+
     assert [mu(0), mu(5), mu(10), mu(20), mu(30), mu(99)] == A([0.0, 0.45, 0.9, 0.475, 0.05, 0.05])
     assert hybrid.chord_mu(0) == 0.1  # Trinity default: constant 0.1 (CHORD-phi)
 
@@ -206,9 +207,3 @@ def test_srft_sasr_amft_rules(hybrid):
     g = hybrid.amft_meta_gradient([torch.ones(2)], [3 * torch.ones(2)], [torch.ones(2)], policy_lr=0.1)
     assert g == A(-0.4)
 
-
-def test_ghpo_and_prefix_schedules(hybrid):
-    assert [hybrid.ghpo_hint_ratio(k) for k in range(5)] == [0.0, 0.25, 0.5, 0.75, None]
-    assert hybrid.ghpo_hint("abcdefgh", 0.25) == "ab" and hybrid.ghpo_hint("abcdefgh", 0.75) == "abcdef"
-    assert [hybrid.prefix_ratio(p) for p in (0.0, 0.5, 1.0)] == A([0.95, 0.5, 0.05])
-    assert hybrid.prefix_length(0.95, 20) == 19 and hybrid.prefix_length(0.05, 10) == 0

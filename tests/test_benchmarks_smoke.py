@@ -23,9 +23,9 @@ HAVE_TRL = importlib.util.find_spec("trl") is not None
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    import common
-
     import torch
+
+    import common
 
     torch.set_num_threads(1)  # 2 threads on a loaded 2-core machine are much slower
     wd = tmp_path_factory.mktemp("bench")
@@ -153,10 +153,10 @@ def test_padded_vocabulary_for_the_05b_shape():
 
 
 def test_the_harness_refuses_a_warm_start_below_the_floor(tmp_path):
-    """A start below the stated accuracy is refused before anything is timed (issue 19.8)."""
-    import bench
-
+    """A start below the stated accuracy is refused before anything is timed."""
     import torch
+
+    import bench
 
     torch.set_num_threads(1)
     with pytest.raises(SystemExit, match="refused: the SFT warm start reached held-out greedy accuracy"):

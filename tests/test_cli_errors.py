@@ -1,4 +1,4 @@
-"""The CLI (issue 19, items 5 and 9): expected errors are one paragraph without a traceback,
+"""The CLI: expected errors are one paragraph without a traceback,
 `--debug` (a global option) shows it; `rftkit tasks` says which knobs are required."""
 
 from pathlib import Path

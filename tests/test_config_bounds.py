@@ -1,4 +1,4 @@
-"""Config bounds (issue 19, item 5): values that used to crash mid-run or train nothing
+"""Config bounds: values that used to crash mid-run or train nothing
 silently are one-paragraph ConfigErrors before anything runs, naming the dotted key (stages
 by name), the value given and what was expected."""
 

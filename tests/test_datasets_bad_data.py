@@ -1,4 +1,4 @@
-"""Bad data (issue 19, item 4): a UTF-8 BOM file loads; invalid UTF-8 and duplicate JSON keys
+"""Bad data: a UTF-8 BOM file loads; invalid UTF-8 and duplicate JSON keys
 are row errors naming the file, the line and the key (or counted skips with on_error: skip);
 a prompt longer than the model's context minus the generation budget is rejected or skipped
 at load time, measured with the run's tokenizer; skipped rows reach the console at the start
@@ -8,7 +8,6 @@ import gzip
 import json
 
 import pytest
-
 from typer.testing import CliRunner
 
 from rftkit.cli import app
@@ -136,15 +135,16 @@ def test_builder_passes_the_context_budget_and_the_runs_tokenizer(tmp_path):
     assert spec.params["count_tokens"](p) == 5
     cfg.data.tasks[0].params["max_prompt_tokens"] = 10  # a recipe's own lower cap is kept
     assert build.task_specs(cfg, context=64, tok=tok)[0].params["max_prompt_tokens"] == 10
-    assert "max_prompt_tokens" in build.task_specs(cfg)[0].params and "count_tokens" not in build.task_specs(cfg)[0].params
+    params = build.task_specs(cfg)[0].params
+    assert "max_prompt_tokens" in params and "count_tokens" not in params
 
 
 def test_context_length_of_a_hugging_face_model(tmp_path):
     pytest.importorskip("transformers")
-    from hf_fixtures import tiny_hf_model
-
     from rftkit.model.hf import load_hf_policy
     from rftkit.model.hf_tokenizer import load_hf_tokenizer
+
+    from hf_fixtures import tiny_hf_model
 
     folder = tiny_hf_model(tmp_path / "qwen", "qwen2", max_pos=48)
     model, tok = load_hf_policy(str(folder), device="cpu"), load_hf_tokenizer(folder)

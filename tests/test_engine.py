@@ -2,7 +2,7 @@
 
 import torch
 
-from rftkit.model.gpt import GPT, GPTConfig, SIZES
+from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
@@ -35,7 +35,8 @@ PROMPTS = ["add:12+3=", "str:reverse(abcdef)=", "x=", "sort:5,3,9,1="]
 def test_engine_matches_naive_sampler_at_temperature_zero():
     model = _model()
     prompts = [[TOK.bos_id] + TOK.encode(p) for p in PROMPTS]
-    gen = KVCacheEngine(model, TOK, max_batch=3).generate(prompts, SamplingParams(n=2, max_new_tokens=12, temperature=0))
+    gen = KVCacheEngine(model, TOK, max_batch=3).generate(prompts,
+                                                          SamplingParams(n=2, max_new_tokens=12, temperature=0))
     assert gen.tokens.shape[0] == 8
     for i, p in enumerate(prompts):
         ids, lps = _naive_greedy(model, p, 12)
@@ -111,7 +112,8 @@ def test_stop_strings_end_generation():
     prompts = [[TOK.bos_id] + TOK.encode("add:1+1=")]
     free = KVCacheEngine(model, TOK).generate(prompts, SamplingParams(n=1, max_new_tokens=8, temperature=0))
     first = free.texts[0][:1]
-    stopped = KVCacheEngine(model, TOK).generate(prompts, SamplingParams(n=1, max_new_tokens=8, temperature=0, stop=(first,)))
+    sp = SamplingParams(n=1, max_new_tokens=8, temperature=0, stop=(first,))
+    stopped = KVCacheEngine(model, TOK).generate(prompts, sp)
     assert stopped.texts[0] == first and not bool(stopped.truncated[0])
 
 

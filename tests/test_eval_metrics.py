@@ -139,10 +139,10 @@ def test_base_unsolved_counts_what_the_trained_model_newly_solves():
 
 
 def _nano():
+    import rftkit.rollout.kv_engine  # noqa: F401 - registers "kv"
     from rftkit.model.io import build_model
     from rftkit.model.tokenizer import CharTokenizer
     from rftkit.rollout.base import GENERATORS
-    import rftkit.rollout.kv_engine  # noqa: F401 - registers "kv"
 
     torch.manual_seed(0)
     tok = CharTokenizer()
@@ -179,8 +179,8 @@ def test_evaluate_keeps_its_old_call_and_output_and_extends_on_request():
 
 def test_entropy_and_reward_model_hook():
     from rftkit.eval.entropy import policy_entropy
-    from rftkit.rollout.base import SamplingParams
     from rftkit.model.logprobs import token_logprobs
+    from rftkit.rollout.base import SamplingParams
 
     model, tok, gen = _nano()
     summary, records = evaluate(gen, tok, _problems(), n=2, ks=[1], temperature=1.0, max_new_tokens=5, seed=2,

@@ -1,4 +1,4 @@
-"""Evaluation shows progress (issue 19, item 9): `evaluate` reports its phases through a
+"""Evaluation shows progress: `evaluate` reports its phases through a
 callback (eval/ imports no UI), the end-of-stage evaluation and `rftkit eval` display them."""
 
 import contextlib

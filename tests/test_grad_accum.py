@@ -1,6 +1,6 @@
 """Gradient accumulation changes how a batch is computed, never the update: for every aggregation,
 objective kind and the inert-row skip, the weights after `update_policy` with grad_accum 1, 2
-and 4 agree within 1e-6 (issue 19.1: before, each micro-batch divided by its own token count)."""
+and 4 agree within 1e-6 (an earlier version divided each micro-batch by its own token count)."""
 
 import copy
 from types import SimpleNamespace
@@ -47,8 +47,8 @@ def _batch(model) -> RolloutBatch:
 
 
 def _demos():
-    pairs = [(Problem(task="t", prompt=f"{a}+{b}=", answer=str(a + b), verifier="exact"), str(a + b) * (1 + a % 3)) for a, b in
-             [(1, 2), (30, 4), (7, 8), (12, 3), (5, 5), (60, 7)]]
+    pairs = [(Problem(task="t", prompt=f"{a}+{b}=", answer=str(a + b), verifier="exact"), str(a + b) * (1 + a % 3))
+             for a, b in [(1, 2), (30, 4), (7, 8), (12, 3), (5, 5), (60, 7)]]
     return demo_batch(TOK, pairs, max_len=48)
 
 

@@ -12,24 +12,30 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from hf_fixtures import tiny_hf_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from rftkit.model.export import (  # noqa: E402
-    checkpoint_tensors, export_run, load_checkpoint_tensors, load_hf_model, save_hf_model)
-from rftkit.model.hf import (  # noqa: E402
-    BaseModelView, HFPolicy, disabled_adapters, load_hf_policy)
-from rftkit.rollout.hf_generate import HFGenerateEngine  # noqa: E402
+    checkpoint_tensors,
+    export_run,
+    load_checkpoint_tensors,
+    load_hf_model,
+    save_hf_model,
+)
+from rftkit.model.hf import BaseModelView, HFPolicy, disabled_adapters, load_hf_policy  # noqa: E402
 from rftkit.model.hf_tokenizer import load_hf_tokenizer, problem_prompt_ids  # noqa: E402
 from rftkit.model.io import build_model, save_model  # noqa: E402
+from rftkit.model.logprobs import token_logprobs  # noqa: E402
 from rftkit.model.tokenizer import CharTokenizer  # noqa: E402
 from rftkit.rollout.base import GENERATORS, SamplingParams  # noqa: E402
+from rftkit.rollout.hf_generate import HFGenerateEngine  # noqa: E402
 from rftkit.rollout.kv_engine import KVCacheEngine  # noqa: E402
-from rftkit.model.logprobs import token_logprobs  # noqa: E402
 from rftkit.types import Problem  # noqa: E402
 
+from hf_fixtures import tiny_hf_model  # noqa: E402
+
 FLAVOURS = ("qwen2", "llama")
-QUESTIONS = ["What is 12 + 30?", "reverse abc", "the quick brown fox jumps over the lazy dog. Let's think step by step."]
+QUESTIONS = ["What is 12 + 30?", "reverse abc",
+             "the quick brown fox jumps over the lazy dog. Let's think step by step."]
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +189,8 @@ def test_lora_save_load_checkpoint_and_merged_export(model_dirs, tmp_path):
     assert not any("lora" in k for k in hf.state_dict())
     with torch.no_grad():
         assert (hf(ids).logits - want).abs().max() < 1e-4
-    assert AutoTokenizer.from_pretrained(out).encode("reverse abc", add_special_tokens=False) == tok.encode("reverse abc")
+    reloaded = AutoTokenizer.from_pretrained(out)
+    assert reloaded.encode("reverse abc", add_special_tokens=False) == tok.encode("reverse abc")
 
 
 def test_full_finetune_export_round_trip(model_dirs, tmp_path):

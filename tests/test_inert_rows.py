@@ -10,7 +10,7 @@ import torch
 from rftkit.algos.advantages import ADVANTAGES
 from rftkit.algos.losses import POLICY_LOSSES
 from rftkit.algos.objectives import OBJECTIVES, inert_at_zero_advantage
-from rftkit.model.gpt import GPT, GPTConfig, SIZES
+from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine

@@ -97,8 +97,11 @@ def test_objective_is_deterministic_under_a_seed_and_leaves_the_global_rng_alone
         runs.append((value.item(), torch.autograd.grad(value, z)[0], m))
     assert torch.equal(torch.get_rng_state(), rng)
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1]) and runs[0][2] == runs[1][2]
-    draw = lambda s: otr_samples(torch.log_softmax(z, -1), torch.ones(2, 3), k=64, temperature=1.3,
-                                 generator=torch.Generator().manual_seed(s))
+
+    def draw(s):
+        return otr_samples(torch.log_softmax(z, -1), torch.ones(2, 3), k=64, temperature=1.3,
+                           generator=torch.Generator().manual_seed(s))
+
     assert torch.equal(draw(7), draw(7)) and not torch.equal(draw(7), draw(8))
 
 
@@ -125,7 +128,8 @@ def _otr_run(out: Path) -> tuple[list[dict], dict]:
     tree.update(out_dir=str(out), seed=5)
     tree["optim"] = {"lr": 0.003, "grad_accum": 2}
     tree["eval"] = {"n_samples": 2, "ks": [1, 2]}
-    tree["stages"] = [{"name": "otr", "steps": 3, "batch_size": 4, "objectives": [{"name": "otr", "params": {"k": 16}}]}]
+    tree["stages"] = [{"name": "otr", "steps": 3, "batch_size": 4,
+                       "objectives": [{"name": "otr", "params": {"k": 16}}]}]
     run = train(validate(tree, "otr-test"))
     records = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if "loss/otr" in r], load_file(str(run.dir / "models" / "otr" / "model.safetensors"))

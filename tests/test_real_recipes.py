@@ -18,7 +18,6 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from hf_fixtures import tiny_hf_model
 from typer.testing import CliRunner
 
 from rftkit.cli import app
@@ -39,6 +38,8 @@ from rftkit.recipe_base import load_recipe
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
+from hf_fixtures import tiny_hf_model
+
 RECIPES = Path(__file__).parents[1] / "rftkit" / "recipes"
 GSM8K = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have now?",
           "answer": f"He has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}"}
@@ -46,7 +47,8 @@ GSM8K = [{"question": f"Tom has {a} apples and buys {b} more. How many apples do
 MATH = [{"problem": f"Simplify $\\frac{{{2 * a}}}{{{2 * b}}}$.", "level": "Level 1", "type": "Prealgebra",
          "solution": f"Divide both by 2: $\\frac{{{2 * a}}}{{{2 * b}}} = \\boxed{{\\frac{{{a}}}{{{b}}}}}$."}
         for a, b in [(1, 2), (3, 4), (2, 5), (5, 7), (4, 9)]]
-MBPP = [{"task_id": i, "text": f"Write a function to add {i} to a number.", "code": f"def add_{i}(x):\n    return x + {i}",
+MBPP = [{"task_id": i, "text": f"Write a function to add {i} to a number.",
+         "code": f"def add_{i}(x):\n    return x + {i}",
          "test_list": [f"assert add_{i}(1) == {1 + i}", f"assert add_{i}(0) == {i}"], "test_setup_code": ""}
         for i in range(5)]
 ROWS = {"gsm8k_grpo": GSM8K, "math_dapo": MATH, "code_grpo": MBPP}
@@ -126,7 +128,8 @@ def test_gsm8k_grpo_runs(qwen, tmp_path):
     assert all(reason.startswith("expected") or reason == "no number found" for reason in _eval_reasons(run))
     p = run.pools.test[0]  # Tom has 3 apples and buys 4 more
     assert p.answer.endswith("#### 7") and "step by step" in run.tok.hf.decode(run.tok.prompt_ids(p.prompt))
-    assert _totals(run.cfg, [p] * 4, ["3 + 4 = 7.\n#### 7", "So \\boxed{7}.", "The answer is 7.", "#### 8"]) == [1, 1, 1, 0]
+    completions = ["3 + 4 = 7.\n#### 7", "So \\boxed{7}.", "The answer is 7.", "#### 8"]
+    assert _totals(run.cfg, [p] * 4, completions) == [1, 1, 1, 0]
 
 
 def test_math_dapo_runs(qwen, tmp_path):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from rftkit.model.gpt import GPT, GPTConfig, SIZES
+from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.train.loop import _reset_reference
 
 

@@ -72,7 +72,8 @@ def _fake_run(tmp_path: Path, values: list[dict[str, float]], tasks=("a", "b")) 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     for i, v in enumerate(values):
         res = {f"pass@1/src={k}": x for k, x in v.items()} if len(tasks) > 1 else {"pass@1": v[tasks[0]]}
-        (tmp_path / "eval" / f"s{i}.json").write_text(json.dumps({"stage": f"s{i}", "step": i, "results": {"test": res}}))
+        record = {"stage": f"s{i}", "step": i, "results": {"test": res}}
+        (tmp_path / "eval" / f"s{i}.json").write_text(json.dumps(record))
     return tmp_path
 
 

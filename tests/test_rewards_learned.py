@@ -107,8 +107,9 @@ def test_rlpr_on_a_tiny_causal_lm_matches_a_manual_forward(tiny_dir):
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
         assert row == pytest.approx(logp[len(encode(c)) - 1 :].tolist(), abs=1e-5)
-    reward = RLPRReward(fn)([PROMPT, PROMPT], ["<think>a</think><answer>5</answer>", "<think>b</think><answer>"], ["5", "5"])
+    completions = ["<think>a</think><answer>5</answer>", "<think>b</think><answer>"]
+    reward = RLPRReward(fn)([PROMPT, PROMPT], completions, ["5", "5"])
     assert all(0.0 <= r <= 1.0 for r in reward)
     raw = rlpr_reward([PROMPT], ["<think>a</think><answer>"], ["5"], fn, debias=False)[0]
-    assert raw == pytest.approx(sum(math.exp(x) for x in got[0][:0] + fn([PROMPT + "<think>a</think><answer>"], ["5"])[0])
-                                / len(encode("5")))
+    target_logp = got[0][:0] + fn([PROMPT + "<think>a</think><answer>"], ["5"])[0]
+    assert raw == pytest.approx(sum(math.exp(x) for x in target_logp) / len(encode("5")))

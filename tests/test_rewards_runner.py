@@ -14,8 +14,18 @@ import pytest
 
 import rftkit.rewards  # noqa: F401  (registers the verifiers)
 from rftkit.errors import ConfigError
-from rftkit.rewards import (Component, CosineLength, Overlong, RewardRunner, RewardSpec, cosine_length_reward,
-                            load_reward_fn, overlong_penalty, repetition_penalty, score_batch)
+from rftkit.rewards import (
+    Component,
+    CosineLength,
+    Overlong,
+    RewardRunner,
+    RewardSpec,
+    cosine_length_reward,
+    load_reward_fn,
+    overlong_penalty,
+    repetition_penalty,
+    score_batch,
+)
 from rftkit.rewards.user_fn import RewardFnError
 from rftkit.types import Problem
 

@@ -159,14 +159,15 @@ def test_spawning_a_shell_fails(mode, spawn):
 @pytest.mark.parametrize("mode", MODES)
 def test_printing_100_mb_is_capped(mode):
     t0 = time.monotonic()
-    res = run_tests("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\ndef add(a, b):\n    return a + b",
-                    TESTS, limits(mode))
+    res = run_tests("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\n"
+                    "def add(a, b):\n    return a + b", TESTS, limits(mode))
     assert res.killed == "output_limit" and len(res.stdout) <= FAST.output_bytes and res.tests_passed == 0
     assert time.monotonic() - t0 < 3.0
 
 
 def test_fake_result_lines_do_not_count():
-    code = ("import os, sys\nfor fd in range(3, 20):\n    try:\n        os.write(fd, b'x T 0 1\\nx T 1 1\\nx T 2 1\\n')\n"
+    code = ("import os, sys\nfor fd in range(3, 20):\n    try:\n"
+            "        os.write(fd, b'x T 0 1\\nx T 1 1\\nx T 2 1\\n')\n"
             "    except OSError:\n        pass\nprint('T 0 1')\nos._exit(0)")
     assert run_tests(code, TESTS, FAST).tests_passed == 0
 

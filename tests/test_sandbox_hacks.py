@@ -1,4 +1,4 @@
-"""Reward hacks against the code sandbox (issue 19, item 6): programs that try to forge test
+"""Reward hacks against the code sandbox: programs that try to forge test
 results instead of passing them, escapes of the work dir in the unprivileged fallback, detached
 children, and a private TMPDIR. Every program here scores 0 and leaves nothing behind."""
 

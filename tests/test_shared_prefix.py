@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rftkit.model import logprobs
+from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.logprobs import completion_starts, rollout_logprobs, token_logprobs
-from rftkit.model.gpt import GPT, GPTConfig, SIZES
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
@@ -14,7 +14,8 @@ TOK = CharTokenizer()
 
 
 def _batch(model, tok, prompts, n=4, new=10, seed=0):
-    gen = KVCacheEngine(model, tok).generate(prompts, SamplingParams(n=n, max_new_tokens=new, temperature=1.0, seed=seed))
+    sp = SamplingParams(n=n, max_new_tokens=new, temperature=1.0, seed=seed)
+    gen = KVCacheEngine(model, tok).generate(prompts, sp)
     return gen.tokens, gen.mask
 
 
@@ -71,10 +72,10 @@ def test_completion_starts_reads_mask_and_prefix_mask():
 def test_hf_shared_prefix_equals_plain_forward(tmp_path, flavour, lora, monkeypatch):
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from hf_fixtures import tiny_hf_model
-
     from rftkit.model.hf import load_hf_policy
     from rftkit.model.hf_tokenizer import load_hf_tokenizer
+
+    from hf_fixtures import tiny_hf_model
 
     folder = tiny_hf_model(tmp_path, flavour)
     policy, tok = load_hf_policy(folder, device="cpu", lora=lora), load_hf_tokenizer(folder)

@@ -1,5 +1,5 @@
 """The stage cache: a stage trained before with the same config and code is copied, not trained
-again, and the run that reuses it ends bit-for-bit where retraining it ends (issue 19.9)."""
+again, and the run that reuses it ends bit-for-bit where retraining it ends."""
 
 import copy
 import json

@@ -1,12 +1,12 @@
-"""The pure math of SFT<->RL hybrid methods (issue 4). Importing this module registers:
+"""The pure math of SFT<->RL hybrid methods (docs/hybrids_math.md). Importing this module registers:
 
     OBJECTIVES      dft, asft, chord_sft, otr     (demonstrations; hybrid_sft.py)
                     prefix_sft, teacher_kl        (rollouts; hybrid_rl.py)
     POLICY_LOSSES   luffy, rl_plus                (mixed on/off-policy groups; hybrid_rl.py)
 
 and exposes the weighting rules the loop's controllers call (hybrid_weights.py, not
-registered): chord_mu, srft_weights, sasr_choose, amft_update, amft_meta_gradient,
-ghpo_hint_ratio, ghpo_hint, prefix_ratio, prefix_length.
+registered): chord_mu, srft_weights, sasr_choose, amft_update, amft_meta_gradient.
+GHPO's hints and Prefix-RFT's prefixes are cut on the rollout side (`demo_prefix`), not here.
 
 Shapes follow rftkit.algos.objectives.LossInputs: rollout tensors [N, T], offpolicy [N],
 demonstration tensors [M, T]. Each part's docstring names its paper (arXiv id), the source
@@ -37,17 +37,13 @@ from rftkit.algos.hybrid_weights import (
     amft_meta_gradient,
     amft_update,
     chord_mu,
-    ghpo_hint,
-    ghpo_hint_ratio,
-    prefix_length,
-    prefix_ratio,
     sasr_choose,
     srft_weights,
 )
 
 __all__ = [
     "amft_meta_gradient", "amft_update", "asft_objective", "binary_kl", "chord_mu",
-    "chord_sft_objective", "dft_objective", "ghpo_hint", "ghpo_hint_ratio", "luffy_loss",
-    "otr_objective", "otr_samples", "otr_token_loss", "prefix_length", "prefix_ratio",
-    "prefix_sft_objective", "rl_plus_loss", "sasr_choose", "srft_weights", "teacher_kl_objective",
+    "chord_sft_objective", "dft_objective", "luffy_loss", "otr_objective", "otr_samples",
+    "otr_token_loss", "prefix_sft_objective", "rl_plus_loss", "sasr_choose", "srft_weights",
+    "teacher_kl_objective",
 ]

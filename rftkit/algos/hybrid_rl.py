@@ -58,20 +58,14 @@ def luffy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                clip_high: float = 0.2, on_clip: bool = True) -> tuple[Tensor, dict]:
     """LUFFY mixed-policy loss: PPO clip on on-policy rows, policy shaping on off-policy rows.
 
-    Yan et al. 2025, "Learning to Reason under Off-Policy Guidance" (LUFFY, arXiv:2504.14945);
-    checked against `compute_token_on_off_policy_loss` in luffy/verl/verl/mix_src/
-    mix_core_alg.py (ElliottYan/LUFFY code, read from the TheRoadQaQ/LUFFY copy) with the
-    released exp_scripts/train.sh (`off_policy_reshape=p_div_p_0.1`, no `target_probs`):
-    off-policy tokens use the regularized IS weight f(pi_theta) = pi_theta / (pi_theta + gamma),
-    gamma = 0.1, with the behaviour policy's probability taken as 1 (pi_phi is never divided
-    by) and NO clipping: loss = -A f(pi_theta), gradient -A gamma pi / (pi + gamma)^2 grad log pi,
-    non-zero where a PPO ratio would be clipped. On-policy rows: `ppo_clip` (identical values).
-    The released script sets `loss_remove_clip=True` (on-policy rows unclipped: -A rho);
-    `on_clip=False` reproduces it. LUFFY's advantage is GRPO over the mixed group; the script
-    uses no std (`grpo_use_std=False`, i.e. `dr_grpo`) and `loss_remove_token_mean=True`
-    (`seq_mean_token_sum_norm`). Do not combine with `tis_cap` (behav_logp of demo rows is 0).
-    Shapes: [N, T] tensors, offpolicy [N] bool (None = all on-policy). Metrics: the ratio
-    metrics over on-policy tokens, mix/off_token_frac, mix/off_prob_mean, mix/off_weight_mean.
+    Off-policy tokens: loss = -A f(p), f(p) = p / (p + gamma), with the behaviour policy's
+    probability taken as 1 and no clipping, so the gradient -A gamma p / (p + gamma)^2 grad log p
+    is non-zero where a PPO ratio would be clipped. On-policy rows: `ppo_clip` (unclipped -A rho
+    with `on_clip=False`, as LUFFY's released script). Do not combine with `tis_cap` (behav_logp
+    of demo rows is 0). Shapes: [N, T] tensors, offpolicy [N] bool (None = all on-policy).
+    Metrics: the ratio metrics over on-policy tokens, mix/off_token_frac, mix/off_prob_mean,
+    mix/off_weight_mean. Yan et al. 2025, LUFFY (arXiv:2504.14945); source and the released
+    script's settings: docs/hybrids_math.md, section 2.
     """
     off, on_tok, off_tok = _split(offpolicy, mask)
     on_loss, metrics = _on_policy(logp, old_logp, advantages, mask, on_tok, clip_low, clip_high, on_clip)
@@ -90,19 +84,13 @@ def rl_plus_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
                  explore_exp: float = 0.5) -> tuple[Tensor, dict]:
     """RL-PLUS: multiple importance sampling and an exploration-based advantage on off-policy rows.
 
-    Dong et al. 2025, "RL-PLUS: Countering Capability Boundary Collapse of LLMs in Reinforcement
-    Learning with Hybrid-policy Optimization" (arXiv:2508.00222); checked against the official
-    YihongDong/RL-PLUS rl_plus/verl/verl/recipe/rlplus_core_alg.py
-    (`compute_token_on_off_policy_loss`, off_policy_strategy="RL-PLUS"): off-policy tokens use
-    the MIS ratio r = 2 pi_theta / (pi_old + omega), omega = (pi_old + 1) / 2 (a mixture of the
-    old policy and an expert whose probability is taken as 1), and the exploration-based
-    advantage A (1 - sg(pi_theta))^0.5 (up-weights low-probability tokens of good external
-    paths); loss = -r A_explore, unclipped. pi_old = exp(old_logp): the loop's policy before
-    this update recomputed on the demonstration (like verl's recomputed old_log_prob), not the
-    unknown behaviour policy. On-policy rows: `ppo_clip`. The paper's advantage normalizes by
-    the on-policy samples' mean/std only (`compute_grpo_outcome_advantage_split`), which is an
-    advantage-estimator change not made here. Shapes: [N, T], offpolicy [N] bool. Metrics: as
-    `luffy` (mix/off_weight_mean = mean MIS ratio).
+    Off-policy tokens: loss = -r A (1 - sg(p))^explore_exp, unclipped, with the MIS ratio
+    r = 2 p / (p_old + omega), omega = (p_old + 1) / 2 (a mixture of the old policy and an expert
+    whose probability is taken as 1); p_old = exp(old_logp), the policy before this update on the
+    demonstration, not the unknown behaviour policy. On-policy rows: `ppo_clip`. RL-PLUS's own
+    advantage (normalized over the on-policy samples only) is not made here. Shapes: [N, T],
+    offpolicy [N] bool. Metrics: as `luffy` (mix/off_weight_mean = mean MIS ratio). Dong et al.
+    2025, RL-PLUS (arXiv:2508.00222); source: docs/hybrids_math.md, section 2.
     """
     off, on_tok, off_tok = _split(offpolicy, mask)
     on_loss, metrics = _on_policy(logp, old_logp, advantages, mask, on_tok, clip_low, clip_high, True)
@@ -137,20 +125,16 @@ def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entro
     """Prefix-RFT term on the forced demonstration-prefix tokens (prefix_mask), which the
     `policy` objective never sees (they are not in `mask`).
 
-    Huang et al. 2025, "Blending Supervised and Reinforcement Fine-Tuning with Prefix Sampling"
-    (Prefix-RFT, arXiv:2507.01679). Confirmed only from secondary summaries (kiadev.net,
-    themoonlight.io; catalog 001-003 #26 [O-page]; no official code): the hybrid trajectory
-    is rewarded as a whole, Dr. GRPO advantages over the mixed group, and "entropy-based
-    clipping" lets only the top 20 % highest-entropy prefix tokens receive gradient. The form of
-    the prefix-token loss is UNCONFIRMED: `weighting="advantage"` (default, catalog M11 [D]) is
-    -A_row pi / sg(pi) per prefix token (value -A, gradient -A grad log pi: advantage-weighted
-    likelihood, the row's advantage taken from its trained tokens because the loop zeroes
-    advantages off `mask`); `weighting="nll"` is the plain NLL -log pi. `entropy_top` keeps the
-    top fraction of prefix tokens by entropy (None = all; `objectives.entropy_top_mask`); the
-    normalizer stays all prefix tokens. With `agg: seq_mean_token_sum_norm` on both this and
-    `policy` their sum is exactly the Dr. GRPO loss over whole trajectories. Needs logp,
-    advantages, mask, entropy, prefix_mask [N, T]. Metrics: loss/prefix_sft,
-    mix/prefix_grad_frac (share of prefix tokens with gradient), mix/prefix_prob_mean.
+    `weighting="advantage"` (default): -A_row p / sg(p) per prefix token (value -A, gradient
+    -A grad log p; the row's advantage is the mean over its trained tokens, because the loop zeroes
+    advantages off `mask`); `weighting="nll"`: the plain NLL -log p. The prefix-token loss form is
+    unconfirmed. `entropy_top` keeps the top fraction of prefix tokens by entropy (None = all;
+    `objectives.entropy_top_mask`); the normalizer stays all prefix tokens. With
+    `agg: seq_mean_token_sum_norm` on both this and `policy` their sum is exactly the Dr. GRPO loss
+    over whole trajectories. Needs logp, advantages, mask, entropy, prefix_mask [N, T]. Metrics:
+    loss/prefix_sft, mix/prefix_grad_frac (share of prefix tokens with gradient),
+    mix/prefix_prob_mean. Huang et al. 2025, Prefix-RFT (arXiv:2507.01679); sources:
+    docs/hybrids_math.md, section 1.
     """
     need(inp, ("logp", "mask"), "prefix_sft")
     if inp.prefix_mask is None or not bool(inp.prefix_mask.any()):
@@ -178,19 +162,14 @@ def teacher_kl_objective(inp: LossInputs, *, estimator: str = "k2", agg: str = "
                          only_incorrect: bool = False) -> tuple[Tensor, dict]:
     """KDRL distillation term: reverse KL(pi_theta || pi_teacher) on the student's own samples.
 
-    Xu et al. 2025, "KDRL: Post-Training Reasoning LLMs via Unified Knowledge Distillation and
-    Reinforcement Learning" (arXiv:2506.02208): J = J_GRPO - beta KL(pi_theta || pi_T),
-    reverse KL estimated on student rollouts (direction confirmed by the abstract and by the
-    AReaL port, inclusionAI/AReaL docs/en/algorithms/distillation.md). Per token, with
-    KL_ESTIMATORS on (logp, teacher_logp); the weight is beta. Default `k2` =
-    (log pi - log pi_T)^2 / 2: as a loss its on-policy gradient is (log pi - log pi_T) grad
-    log pi, the per-token reverse-KL policy gradient (Liu et al. arXiv:2510.01555: k2-as-loss ==
-    k1-in-reward on-policy); `k3` is >= 0 but a biased RKL gradient; `k1` as a loss has zero
-    expected gradient. The catalog (#30, secondary page) says KDRL uses k2 with beta annealed
-    5e-3 -> 1e-3; the paper's own choice is UNCONFIRMED here. `only_incorrect` = the
-    reward-guided variant (KD only on rows with reward <= 0; form from secondary summaries,
-    unconfirmed). Needs logp, mask, teacher_logp [N, T] (+ rewards [N] for only_incorrect).
-    Metrics: loss/teacher_kl.
+    J = J_GRPO - beta KL(pi_theta || pi_T): per token KL_ESTIMATORS on (logp, teacher_logp); the
+    objective's weight is beta. Default `k2` = (log pi - log pi_T)^2 / 2: as a loss its on-policy
+    gradient is (log pi - log pi_T) grad log pi, the per-token reverse-KL policy gradient
+    (arXiv:2510.01555); `k3` is >= 0 but a biased RKL gradient; `k1` as a loss has zero expected
+    gradient. `only_incorrect`: KD only on rows with reward <= 0 (the reward-guided variant).
+    KDRL's own estimator and the `only_incorrect` form are unconfirmed. Needs logp, mask,
+    teacher_logp [N, T] (+ rewards [N] for only_incorrect). Metrics: loss/teacher_kl. Xu et al.
+    2025, KDRL (arXiv:2506.02208); sources: docs/hybrids_math.md, section 1.
     """
     need(inp, ("logp", "mask", "teacher_logp"), "teacher_kl")
     if only_incorrect:

@@ -60,13 +60,10 @@ def _dft_tokens(inp: LossInputs) -> tuple[Tensor, Tensor]:
 def dft_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
     """Dynamic Fine-Tuning: per-token loss -sg(p) log p on the demonstration tokens.
 
-    Wu et al. 2025, "On the Generalization of SFT: A Reinforcement Learning Perspective with
-    Reward Rectification" (arXiv:2508.05629): the SFT loss rescaled by the (stop-gradient)
-    probability of each token, so its gradient is p x the NLL gradient per token. Checked
-    against the `dft` mode of zhuchichi56/ASFT `train_v2.py` (token CE x probs.detach(),
-    mean over valid tokens) and Trinity-RFT `sft_is` (modelscope/Trinity-RFT
-    trinity/algorithm/policy_loss_fn/chord_policy_loss.py). Shapes: demo_logp, demo_mask [M, T].
-    Metrics: loss/dft, mix/sft_token_weight_mean (mean sg(p) over trained tokens).
+    The SFT loss rescaled by the (stop-gradient) probability of each token, so its gradient is
+    p x the NLL gradient per token. Shapes: demo_logp, demo_mask [M, T]. Metrics: loss/dft,
+    mix/sft_token_weight_mean (mean sg(p) over trained tokens). Wu et al. 2025, "On the
+    Generalization of SFT" (arXiv:2508.05629); sources: docs/hybrids_math.md, section 1.
     """
     need(inp, ("demo_logp", "demo_mask"), "dft")
     per_token, p = _dft_tokens(inp)
@@ -80,19 +77,14 @@ def asft_objective(inp: LossInputs, *, kl_weight: float = 0.1, anchor: str = "bi
                    agg: str = "token_mean") -> tuple[Tensor, dict]:
     """Anchored SFT: DFT plus kl_weight x a KL anchor to the frozen reference, per token.
 
-    Zhu et al. 2025, "Anchored Supervised Fine-Tuning" (arXiv:2509.23753); checked against the
-    official zhuchichi56/ASFT `train_v2.py` (mode "asft"): loss = CE x sg(p) + kl_weight x
-    KL(p_ref || p_theta) over the full next-token distribution (`F.kl_div(log_softmax(theta),
-    softmax(ref))`), averaged over valid tokens, kl_weight 0.1, reference = the frozen initial
-    model. LossInputs holds only the log-prob of the demonstration token, not the distribution,
-    so the anchor here is an APPROXIMATION: `anchor="binary"` (default) is `binary_kl`, the KL
-    between the two-outcome coarse-grainings {demo token, other}: a lower bound of the paper's
-    term with the same gradient on the demo token's logit (exact iff p_ref and p_theta agree on
-    the other tokens up to scale). `anchor` may also name a KL estimator (k1, k2, k3, ...) applied
-    to (demo_logp, demo_ref_logp) - a heuristic, since demo tokens are not samples of pi_theta.
-    The paper's exact term needs the full logits (a `demo_kl_ref [M, T]` or logits field).
-    Equals `dft` when the policy equals the reference. Needs demo_logp, demo_mask,
-    demo_ref_logp [M, T]. Metrics: loss/asft, mix/asft_anchor, mix/sft_token_weight_mean.
+    The paper's anchor is the full next-token KL(p_ref || p_theta); LossInputs holds only the
+    demonstration token's log-prob, so the anchor here is an APPROXIMATION: `anchor="binary"`
+    (default) is `binary_kl`, a lower bound of the paper's term with the same gradient on the demo
+    token's logit; `anchor` may also name a KL estimator (k1, k2, k3, ...) applied to (demo_logp,
+    demo_ref_logp), a heuristic, since demo tokens are not samples of pi_theta. Equals `dft` when
+    the policy equals the reference. Needs demo_logp, demo_mask, demo_ref_logp [M, T]. Metrics:
+    loss/asft, mix/asft_anchor, mix/sft_token_weight_mean. Zhu et al. 2025, "Anchored Supervised
+    Fine-Tuning" (arXiv:2509.23753); sources and the anchor: docs/hybrids_math.md, section 1.
     """
     need(inp, ("demo_logp", "demo_mask", "demo_ref_logp"), "asft")
     per_token, p = _dft_tokens(inp)
@@ -111,19 +103,12 @@ def chord_sft_objective(inp: LossInputs, *, cutoff_prob: float = 1.0,
                         agg: str = "token_mean") -> tuple[Tensor, dict]:
     """CHORD-phi SFT term: per-token loss -sg(phi(p)) log p with phi(p) = p (1 - p).
 
-    Zhang et al. 2025, "On-Policy RL Meets Off-Policy Experts: Harmonizing SFT and RL via
-    Dynamic Weighting" (CHORD, arXiv:2508.11408); checked against the official
-    modelscope/Trinity-RFT `chord_policy_loss.py` (`SFTPhiLossFn`: phi = p (1 - p) detached,
-    token-level masked mean; `cutoff_prob` < 1 clamps log p at log(cutoff_prob), so tokens
-    above the cutoff get no gradient). phi down-weights tokens the policy finds near-certain
-    or very unlikely. The global coefficient mu is NOT here: CHORD's loss is
-    (1 - mu) L_GRPO + mu L_SFT, so give this objective weight mu and `policy` weight 1 - mu.
-    CHORD-phi uses constant mu = 0.1 (weights 0.1 / 0.9). CHORD-mu's schedule (linear warm-up
-    to mu_peak over W steps, cosine to mu_valley over D steps; `hybrid_weights.chord_mu`) with
-    W = 0 and D = the stage length is exactly YAML `{name: cosine, params: {start: peak, end:
-    valley}}` here and `{start: 1 - peak, end: 1 - valley}` on `policy`; a warm-up or D shorter
-    than the stage needs a weight controller calling chord_mu. Shapes: demo_logp, demo_mask
-    [M, T]. Metrics: loss/chord_sft, mix/sft_token_weight_mean (mean phi).
+    phi down-weights tokens the policy finds near-certain or very unlikely; `cutoff_prob` < 1
+    clamps log p at log(cutoff_prob), so tokens above the cutoff get no gradient. The global
+    coefficient mu is not here: CHORD's loss is (1 - mu) L_GRPO + mu L_SFT, so give this objective
+    weight mu and `policy` weight 1 - mu (schedules for mu: docs/hybrids_math.md, "CHORD's mu").
+    Shapes: demo_logp, demo_mask [M, T]. Metrics: loss/chord_sft, mix/sft_token_weight_mean (mean
+    phi). Zhang et al. 2025, CHORD (arXiv:2508.11408); source: docs/hybrids_math.md, section 1.
     """
     need(inp, ("demo_logp", "demo_mask"), "chord_sft")
     if not 0.0 < cutoff_prob <= 1.0:
@@ -190,18 +175,13 @@ def otr_objective(inp: LossInputs, *, k: int = 256, temperature: float = 1.3, wr
                   agg: str = "token_mean") -> tuple[Tensor, dict]:
     """One-Token Rollout: each demonstration position is a one-step RL episode scored by the gold token.
 
-    Ming et al. 2025, "One-Token Rollout: Guiding Supervised Fine-Tuning of LLMs with Policy
-    Gradient" (arXiv:2509.26313). No official code was found; the rule is from secondary reviews of
-    the paper (themoonlight.io zh review; liner.com review): at every position sample K candidates
-    from the exploratory policy softmax(logits / kappa), kappa > 1 (e.g. 1.3), K e.g. 256; reward 1
-    for the ground-truth token, beta < 1 otherwise; a policy gradient on them, whose second term
-    penalizes probability on the sampled incorrect tokens. OUR RECONSTRUCTION (unconfirmed): the loss
-    form -(1/K) sum_j R_j log pi_theta(a_j) with pi_theta at temperature 1 and no importance weight
-    for sampling at kappa, no baseline, no forced ground-truth candidate, and beta's default -0.1
-    (only beta < 1 was retrieved). Per token `otr_token_loss`, then `agg` over demo_mask.
+    K candidates per position from softmax(logits / temperature) (`otr_samples`), the per-token
+    loss `otr_token_loss`, then `agg` over demo_mask. No official code was found: the loss form is
+    a reconstruction (what is confirmed and what is not: docs/hybrids.md, "One-Token Rollout").
     Samples come from a torch.Generator seeded by LossInputs.seed (the step seed per micro-batch),
     never the global RNG. Needs demo_next_logp [M, T-1, V], demo_tokens, demo_mask [M, T], seed.
-    Metrics: loss/otr, mix/otr_hit_rate, mix/otr_target_sampled.
+    Metrics: loss/otr, mix/otr_hit_rate, mix/otr_target_sampled. Ming et al. 2025, "One-Token
+    Rollout" (arXiv:2509.26313).
     """
     need(inp, ("demo_next_logp", "demo_tokens", "demo_mask", "seed"), "otr")
     logp_all = inp.demo_next_logp

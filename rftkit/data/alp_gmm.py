@@ -1,16 +1,13 @@
 """ALP-GMM: absolute learning progress over the difficulty knob (docs/curricula.md).
 
 Portelas et al. 2019, "Teacher algorithms for curriculum learning of Deep RL in continuously
-parameterized environments" (arXiv:1910.07224). Confirmed against the official code
-(flowersteam/teachDeepRL, teachDRL/teachers/algos/alp_gmm.py):
-  - after an episode on task parameter p with reward r: find the nearest previously seen task
-    (the code's alp_max_size defaults to None, i.e. all of them; its buffer_size=500 is, as
-    far as could be read, the kd-tree's rebuild buffer in BufferedDataset, which was not
-    reachable here: `history_size` > 0 caps it instead), ALP = |r - r_nearest| (0 while <= 5
-    tasks were seen);
+parameterized environments" (arXiv:1910.07224):
+  - after an episode on task parameter p with reward r: ALP = |r - r_nearest|, with the
+    nearest previously seen task (0 while <= 5 tasks were seen; `history_size` > 0 caps how
+    many are kept);
   - every `fit_rate` (250) episodes, once `fit_rate` episodes were seen, fit Gaussian
-    mixtures with k = 2.. components (full covariance) on the last `fit_rate` (p, ALP)
-    points and keep the one with the lowest AIC;
+    mixtures with k = 2..`max_components` components (full covariance) on the last `fit_rate`
+    (p, ALP) points and keep the one with the lowest AIC;
   - sample: uniformly during the first `fit_rate` episodes and with probability
     `random_ratio` (0.2); otherwise choose a Gaussian with probability proportional to its
     mean ALP, draw from it, drop the ALP coordinate, clip to the bounds.
@@ -18,9 +15,8 @@ Here an episode is one sampled prompt (its reward = the group's pass rate), the 
 parameter is the prompt's difficulty scaled to [0, 1] over the pool's levels, and a sampled
 parameter maps to a prompt of the nearest level. Difficulties are integers, so the nearest
 previous task is usually a tie; the most recent one wins (ALP = change since that level was
-last seen), where the code's kd-tree picks an arbitrary one. The code uses sklearn's GaussianMixture
-(k = 2..10); sklearn is not a dependency, so `fit_gmm` is a small numpy EM (k-means style
-random init, reg_covar 1e-6 as sklearn), with k up to `max_components` (default 6).
+last seen). `fit_gmm` is a small numpy EM (k-means style random init, reg_covar 1e-6), since
+sklearn is not a dependency. How this compares with the official code: docs/curricula.md.
 """
 
 from __future__ import annotations
@@ -74,7 +70,8 @@ def fit_gmm(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 100, t
 @SAMPLERS.register("alp_gmm")
 class ALPGMMSampler(Curriculum):
     """ALP-GMM teacher over the difficulty knob (knobs: fit_rate, random_ratio, max_components,
-    history_size: 0 = keep every (task, reward) for the nearest-neighbour ALP). Logs curriculum/alp_mean, curriculum/gmm_components, curriculum/random_share."""
+    history_size: 0 = keep every (task, reward) for the nearest-neighbour ALP). Logs
+    curriculum/alp_mean, curriculum/gmm_components, curriculum/random_share."""
 
     name = "alp_gmm"
     state_keys = ("history", "tasks_alps", "gmm", "episodes", "fits")
@@ -84,7 +81,8 @@ class ALPGMMSampler(Curriculum):
         super().__init__(pool, seed, fallback=fallback)
         if fit_rate < 4 or max_components < 2 or history_size < 0 or not 0.0 <= random_ratio <= 1.0:
             raise ValueError(f"sampler 'alp_gmm': need fit_rate >= 4, max_components >= 2, history_size >= 0, "
-                             f"0 <= random_ratio <= 1 (got {fit_rate}, {max_components}, {history_size}, {random_ratio})")
+                             f"0 <= random_ratio <= 1 (got {fit_rate}, {max_components}, {history_size}, "
+                             f"{random_ratio})")
         self.seed, self.fit_rate, self.random_ratio = seed, fit_rate, random_ratio
         self.max_components, self.history_size = max_components, history_size
         self.lo, self.span = self.levels[0], max(1, self.levels[-1] - self.levels[0])
@@ -120,7 +118,10 @@ class ALPGMMSampler(Curriculum):
             return float(self.rng.random()), True
         means, covs = np.array(self.gmm["means"]), np.array(self.gmm["covs"])
         alps = np.maximum(means[:, -1], 0.0)
-        j = int(self.rng.integers(len(alps))) if alps.sum() == 0 else int(self.rng.choice(len(alps), p=alps / alps.sum()))
+        if alps.sum() == 0:
+            j = int(self.rng.integers(len(alps)))
+        else:
+            j = int(self.rng.choice(len(alps), p=alps / alps.sum()))
         draw = self.rng.multivariate_normal(means[j], covs[j])
         return float(np.clip(draw[0], 0.0, 1.0)), False
 

@@ -23,15 +23,13 @@ class DUMPSampler(Curriculum):
     """DUMP (Wang et al. 2025, arXiv:2504.09710): distribution-level UCB on mean |advantage|.
 
     Per source j: a sliding window of the last `window` |advantage| values, their mean A_j,
-    and n_j = prompts drawn from j so far (N = sum n_j). Score and probabilities:
+    and n_j = prompts drawn from j so far (N = sum n_j). Score and probabilities, recomputed
+    after every step:
         s_j = A_j + exploration * sqrt(2 ln(N + 1) / (n_j + 1)),   p = softmax(s / temperature)
-    Confirmed against the official code (ZhentingWang/DUMP, verl/utils/curriculum_learning.py:
-    window 300, exploration weight 1, temperature 0.1, recomputed after every step). Two
-    differences, both forced by what the loop reports: the window and n_j count prompts (one
-    mean |advantage| per group) where the code counts responses; and with `explore_unseen`
-    a source never drawn gets all the probability (shared among the unseen ones) until it has
-    been seen once, the UCB1 rule the code's bonus only approximates. `sources` restricts the
-    arms (None = every source in the pool). Logs curriculum/source_prob/<label>.
+    The window and n_j count prompts (one mean |advantage| per group); with `explore_unseen` a
+    source never drawn gets all the probability (shared among the unseen ones) until it has been
+    seen once. `sources` restricts the arms (None = every source in the pool). How this compares
+    with the official code: docs/curricula.md. Logs curriculum/source_prob/<label>.
     """
 
     name = "dump"
@@ -45,7 +43,8 @@ class DUMPSampler(Curriculum):
             raise ValueError(f"sampler 'dump': need window >= 1 and temperature > 0, got {window}, {temperature}")
         self.arms = [str(s) for s in (sources or self.sources)]
         self.check_sources(self.arms, "sources")
-        self.window, self.exploration, self.temperature, self.explore_unseen = window, exploration, temperature, explore_unseen
+        self.window, self.exploration, self.temperature = window, exploration, temperature
+        self.explore_unseen = explore_unseen
         self.windows: dict[str, list[float]] = {s: [] for s in self.arms}
         self.counts: dict[str, int] = {s: 0 for s in self.arms}
 
@@ -83,9 +82,7 @@ class SECSampler(Curriculum):
     |advantage| (the paper's "absolute advantage" learning-gain proxy); the arm's value takes
     one TD(0) step:  Q(c) <- alpha * r(c) + (1 - alpha) * Q(c)  (arms not sampled keep Q);
     the next batch draws categories from the Boltzmann distribution p(c) ∝ exp(Q(c) / tau).
-    Confirmed from the paper's abstract: arms = categories, reward = absolute advantage, TD(0)
-    update. Not confirmed (the method section and code were not reachable): the Boltzmann form
-    and the defaults alpha = 0.5, tau = 1 are the closest reading (method catalog, recollection).
+    The Boltzmann form and the defaults alpha = 0.5, tau = 1 are unconfirmed (docs/curricula.md).
     Logs curriculum/source_prob/<label> or curriculum/level_prob/d<k>, and curriculum/q/<arm>.
     """
 

@@ -174,7 +174,8 @@ class BandSampler(Curriculum):
         ok = np.where(seen, in_band, unseen_ok)
         numbers = {"eligible": float(ok.sum()), "seen": float(seen.sum()), "unseen": float((~seen).sum()),
                    "unseen_filtered": float((~seen & ~unseen_ok).sum()),
-                   "below_low": float((seen & (r < self.low)).sum()), "above_high": float((seen & (r > self.high)).sum())}
+                   "below_low": float((seen & (r < self.low)).sum()),
+                   "above_high": float((seen & (r > self.high)).sum())}
         return ok, numbers
 
     def _next(self, batch_size: int) -> list[int]:
@@ -218,11 +219,9 @@ class AdaRFTSampler(Curriculum):
     After each step with batch reward R (mean group pass rate):
         T <- clip(T + eta * tanh(alpha * (R - beta)), d_min, d_max)
     and the next batch is the B problems whose difficulty is closest to T (ties at random).
-    Confirmed against the authors' README (uscnlp-lime/verl: knobs beta = target reward 0.5,
-    alpha = 2, eta = 50, d_min = 0, d_max = 100) and their poster (initial T = 0 = d_min;
-    R in {0, 1} moves T by 50 * tanh(1) = 38.08). Here difficulties are the tasks' integer
-    knobs, so eta defaults to half the pool's difficulty range (the paper's 50 / 100) and
-    d_min / d_max / initial default to the pool's range and its minimum.
+    Difficulties are the tasks' integer knobs, so eta defaults to half the pool's difficulty range
+    (the paper's 50 / 100) and d_min / d_max / initial default to the pool's range and its minimum.
+    Sources (the authors' README and poster): docs/curricula.md.
     """
 
     name = "adarft"

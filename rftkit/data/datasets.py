@@ -160,7 +160,8 @@ def _read_delimited(path: str, delimiter: str) -> Iterator[Record]:
                 bad = next(filter(None, (_invalid_utf8(v, f"in column '{k}'") for k, v in value.items())), None)
                 yield Record(row, line, BadRow(bad) if bad else value)
         except csv.Error as e:  # the reader cannot resynchronize: stop, never drop the rest silently
-            raise DatasetError(f"{path}: row {row + 1} (line {reader.line_num}): field 'row': unparsable CSV ({e})") from None
+            raise DatasetError(f"{path}: row {row + 1} (line {reader.line_num}): field 'row': "
+                               f"unparsable CSV ({e})") from None
 
 
 @READERS.register("csv")

@@ -4,15 +4,13 @@ Gao et al. 2025 (arXiv:2510.01135): a value model V(x) ~ p_pi(x), the current po
 rate on prompt x, is trained alongside the policy on the observed pass rates; each step draws
 k * B candidate prompts uniformly and keeps the B whose predicted pass rate is closest to a
 target tau = 0.5 (where a group's reward variance p(1 - p), and with it the share of samples
-with non-zero advantage, is largest). Confirmed from the abstract and two secondary summaries
-of the method section (themoonlight.io review, emergentmind.com): candidate pool k * m,
-selection by |V(x) - tau| with tau = 0.5, V regressed on the empirical mean reward of the
-prompt's n samples. The paper's V is an LM-sized value head; here it is the "small value
-model" of the issue: logistic regression on hashed character n-grams of the prompt (crc32,
-not Python's salted hash, so features are the same in every process) plus one-hots of the
+with non-zero advantage, is largest). The paper's V is an LM-sized value head; here it is a
+small model: logistic regression on hashed character n-grams of the prompt (crc32, not
+Python's salted hash, so features are the same in every process) plus one-hots of the
 difficulty level and the source, trained by full-batch gradient steps on a replay buffer of
 recent (prompt, pass rate) pairs (cross-entropy on soft targets: same minimiser as the
-paper's MSE, p = E[r], for a logistic model). Weights are a JSON list of floats.
+paper's MSE, p = E[r], for a logistic model). Weights are a JSON list of floats. What was
+confirmed: docs/curricula.md.
 """
 
 from __future__ import annotations

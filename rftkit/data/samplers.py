@@ -1,4 +1,4 @@
-"""Samplers decide which training prompts each step holds (STYLE G10).
+"""Samplers decide which training prompts each step holds.
 
 A sampler is stateful: `next(batch_size)` returns pool indices, `update(stats)` learns from
 the step's per-prompt statistics (curricula use it; uniform ignores it) and its state
@@ -60,4 +60,4 @@ class UniformSampler:
 
 
 # Registration of the curricula (each module registers its samplers in SAMPLERS on import).
-from rftkit.data import bandits, curricula, pcl, selection, alp_gmm  # noqa: E402,F401
+from rftkit.data import alp_gmm, bandits, curricula, pcl, selection  # noqa: E402,F401

@@ -6,9 +6,10 @@ epoch is one pass over the warm-up prompts (`epoch_steps: 0` = ceil(prompts / ba
 or `epoch_steps` steps. The warm-up prompts are the whole pool, or with `subset` > 0 a fixed
 random subset of that many: LIMR and 1-shot RLVR score a dataset from a full multi-epoch RL
 run, which a large pool and a short budget cannot afford, so `subset` keeps every warm-up
-prompt revisited once per epoch (a budget adaptation, not part of either paper). Gaps are handled as LIMR's `process_accuracy_sequences`: a missing epoch
-takes the next epoch's value when that one is present, and prompts whose trajectory still has
-a gap are not scored. Then each picks its prompts and trains only on them.
+prompt revisited once per epoch (a budget adaptation, not part of either paper). Gaps are
+handled as LIMR's `process_accuracy_sequences`: a missing epoch takes the next epoch's value
+when that one is present, and prompts whose trajectory still has a gap are not scored. Then
+each picks its prompts and trains only on them.
 """
 
 from __future__ import annotations
@@ -110,12 +111,10 @@ class LIMRSampler(_HistorySelector):
     follows the model's average learning curve (learning impact measurement).
 
         abar_k = mean_i a_ik,   s_i = 1 - sum_k (a_ik - abar_k)^2 / sum_k (1 - abar_k)^2
-    Confirmed against the official code (GAIR-NLP/LIMR lim/lim_selection.py, and the same
-    `lim` in ypwang61/One-Shot-RLVR data/data_selection.py): per-epoch accuracy sequences, the
-    gap fill above, this score, keep s_i >= threshold (script default 0.2, README 0.6). The
-    score is a normalised squared distance to the mean trajectory, not a correlation. Here:
-    `threshold` (None = no cut) then the top `keep_fraction` of the scored prompts; training
-    then draws shuffled passes over the kept prompts.
+    over per-epoch accuracy sequences (with the gap fill above): a normalised squared distance to
+    the mean trajectory, not a correlation. Here: `threshold` (None = no cut) then the top
+    `keep_fraction` of the scored prompts; training then draws shuffled passes over the kept
+    prompts. Checked against the official code: docs/curricula.md.
     """
 
     name = "limr"

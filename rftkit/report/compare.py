@@ -82,7 +82,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     html_path.write_text(page("rftkit compare", body, [("final", "final"), ("stages", "stages"),
                                                        ("curves", "curves")]), encoding="utf-8")
     md = [[str(c) for c in row] for row in final], [[str(c) for c in row] for row in per_stage]
-    (out_dir / "compare.md").write_text("# rftkit compare\n\n## Final results (%)\n\n" + markdown_table(head_final, md[0])
+    (out_dir / "compare.md").write_text("# rftkit compare\n\n## Final results (%)\n\n"
+                                        + markdown_table(head_final, md[0])
                                         + "\n\n## After each stage (%)\n\n" + markdown_table(head_stage, md[1]) + "\n")
     numbers = {name: {"dir": str(run.dir), "results": run.results} for name, run in zip(names, runs)}
     (out_dir / "compare.json").write_text(json.dumps(numbers, indent=1))

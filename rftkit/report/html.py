@@ -1,9 +1,10 @@
 """The self-contained HTML report of a run (report.html), built from the run dir alone.
 
 Sections: summary table (after each stage, ID and OOD: greedy, pass@1, pass@k, maj@k),
-dataset rows skipped at the start (when any), stage timeline, curves (reward, accuracy, pass@k by k, entropy, KL, clipfrac, response
-length, objective weights, curriculum probabilities, time per phase), forgetting matrix,
-base-unsolved analysis, behaviour and breakdown tables, sample inspector, resolved config.
+dataset rows skipped at the start (when any), stage timeline, curves (reward, accuracy, pass@k
+by k, entropy, KL, clipfrac, response length, objective weights, curriculum probabilities, time
+per phase), forgetting matrix, base-unsolved analysis, behaviour and breakdown tables, sample
+inspector, resolved config.
 Plots are PNGs embedded as base64, so the file opens anywhere with no other files.
 """
 

@@ -1,4 +1,4 @@
-"""Metric logging: flat namespaced keys, one JSON object per line (STYLE G14).
+"""Metric logging: flat namespaced keys, one JSON object per line.
 
 `metrics.jsonl` is the source of truth for reports and comparisons. Each record holds
 `step` (global optimizer-loop step), `stage`, `time` (seconds since the run started, summed

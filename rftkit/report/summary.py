@@ -1,7 +1,7 @@
 """The end-of-run summary table and the reports (report.html, report.md), from the run dir alone.
 
 Reads config.yaml, eval/<stage>.json, eval/<stage>_<split>.jsonl, metrics.jsonl and
-data_skipped.json; never live objects (STYLE G14). `note_skipped_rows` is the one writer here:
+data_skipped.json; never live objects. `note_skipped_rows` is the one writer here:
 at the start of a run it records the dataset rows skipped with `on_error: skip` for the
 reports and gives the text the run prints. `write_report` writes the self-contained HTML report
 (report/html.py) and a short Markdown one. Plots need matplotlib (the `report` extra);
@@ -62,7 +62,8 @@ def _columns(results: list[dict]) -> list[tuple[str, str]]:
 def summary_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     cols = _columns(results)
     header = ["stage", "step"] + [f"{s} {k}" for s, k in cols]
-    rows = [[r["stage"], str(r["step"])] + [f"{100 * r['results'].get(s, {}).get(k, float('nan')):.1f}" for s, k in cols]
+    rows = [[r["stage"], str(r["step"])]
+            + [f"{100 * r['results'].get(s, {}).get(k, float('nan')):.1f}" for s, k in cols]
             for r in results]
     return header, rows
 

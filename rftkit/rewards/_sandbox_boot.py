@@ -62,7 +62,9 @@ def _libc():
 
 
 def _mount(libc, src, target, fstype, flags, data) -> None:
-    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    def enc(s):
+        return s.encode() if isinstance(s, str) else s
+
     if libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
         raise OSError(_libc()[0].get_errno(), f"mount {target}")
 
@@ -333,7 +335,8 @@ def _runner(job: dict, status: dict, fd: int, nonce: str) -> list[tuple]:
     try:
         os.chdir(wd)
     except OSError as e:
-        raise OSError(e.errno, f"cannot enter the work dir {wd} ({e.strerror}); is TMPDIR reachable by the sandbox?")
+        msg = f"cannot enter the work dir {wd} ({e.strerror}); is TMPDIR reachable by the sandbox?"
+        raise OSError(e.errno, msg) from e
     with open("main.py", "w") as f:
         f.write(job["code"])
     status["landlock"] = _landlock(wd, job["allow_subprocess"]) if job.get("landlock", True) else 0

@@ -11,8 +11,9 @@ The program is the last ```python fenced block of the completion (else the whole
 Score: passed / total ("fraction", the default; Klear's soft code reward) or 1 only when all
 pass ("all"); a program that crashes, times out or prints past the cap gets what its tests
 reported before (usually 0). A sandbox that cannot run at all (e.g. a work dir its uid cannot
-enter) raises SandboxError, which the runner counts in reward/errors. The sandbox enforces its own limits, so the runner calls this on
-a thread pool (`@isolation("thread")`): one interpreter process per call.
+enter) raises SandboxError, which the runner counts in reward/errors. The sandbox enforces its
+own limits, so the runner calls this on a thread pool (`@isolation("thread")`): one interpreter
+process per call.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ class RLPRReward:
 
     def __init__(self, logprob_fn: LogprobFn, *, debias: bool = True, markers: Sequence[str] = ANSWER_MARKERS,
                  default_marker: str = "") -> None:
-        self.logprob_fn, self.debias, self.markers, self.default_marker = logprob_fn, debias, tuple(markers), default_marker
+        self.logprob_fn, self.debias = logprob_fn, debias
+        self.markers, self.default_marker = tuple(markers), default_marker
 
     def __call__(self, prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
         return rlpr_reward(prompts, completions, answers, self.logprob_fn, debias=self.debias,
@@ -141,7 +142,8 @@ def causal_lm_logprob_fn(model: torch.nn.Module, encode: Callable[[str], list[in
     def fn(contexts: list[str], targets: list[str]) -> list[list[float]]:
         out: list[list[float]] = []
         for lo in range(0, len(contexts), batch_size):
-            pairs = [(list(bos) + encode(c), encode(t)) for c, t in zip(contexts[lo : lo + batch_size], targets[lo : lo + batch_size])]
+            chunk = zip(contexts[lo : lo + batch_size], targets[lo : lo + batch_size])
+            pairs = [(list(bos) + encode(c), encode(t)) for c, t in chunk]
             if any(not c for c, _ in pairs):
                 raise ValueError("an empty context has no token to predict the target from: pass bos")
             width = max(len(c) + len(t) for c, t in pairs)

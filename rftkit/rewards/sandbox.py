@@ -349,7 +349,8 @@ def _result(bufs: dict, status: dict, killed: str | None, exit_code: int | None,
         error = f"sandbox setup failed ({workdir}): {status['F']}"
     elif status["S"] is None:
         tail = err.strip().splitlines()[-1:] if err.strip() else []
-        error = f"sandbox did not start (exit {exit_code}{', ' + killed if killed else ''})" + (f": {tail[0][:300]}" if tail else "")
+        error = (f"sandbox did not start (exit {exit_code}{', ' + killed if killed else ''})"
+                 + (f": {tail[0][:300]}" if tail else ""))
     exit_code = status["X"] if status["X"] is not None else exit_code
     isolation = json.loads(status["S"]) if status["S"] else {}
     return SandboxResult(exit_code, out, err, killed, wall, cpu, sum(per_test), len(per_test), per_test,

@@ -71,7 +71,8 @@ def _import(path: Path, name: str):
     fn = getattr(module, name, None)
     if fn is None:
         public = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise ConfigError(f"reward fn '{path}:{name}': {file} has no '{name}' (callables: {', '.join(public) or 'none'})")
+        raise ConfigError(f"reward fn '{path}:{name}': {file} has no '{name}' "
+                          f"(callables: {', '.join(public) or 'none'})")
     if not callable(fn):
         raise ConfigError(f"reward fn '{path}:{name}': '{name}' is a {type(fn).__name__}, not a function")
     return fn

@@ -95,7 +95,8 @@ def verify_multiple_choice(problem: Problem, completion: str, *, letters: str = 
     choices = problem.meta.get("choices")
     gold = problem.answer.strip().strip("()").upper()
     if choices and gold not in letters[: len(choices)]:
-        matches = [letters[i] for i, c in enumerate(choices) if normalize_text(str(c)) == normalize_text(problem.answer)]
+        want = normalize_text(problem.answer)
+        matches = [letters[i] for i, c in enumerate(choices) if normalize_text(str(c)) == want]
         gold = matches[0] if matches else gold
     pred = _choice_letter(completion, letters, choices)
     if pred is None:

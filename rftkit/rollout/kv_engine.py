@@ -101,9 +101,9 @@ def right_pad(parts, tok: Tokenizer) -> Generation:
     """Concatenate chunks into the right-padded layout prompt + completion."""
     seqs, lps, masks, plens, trunc, texts = [], [], [], [], [], []
     for rows, toks, lp, done, lengths in parts:
-        for r, tk, l, d, n in zip(rows, toks.tolist(), lp.tolist(), done.tolist(), lengths.tolist()):
+        for r, tk, lq, d, n in zip(rows, toks.tolist(), lp.tolist(), done.tolist(), lengths.tolist()):
             seqs.append(r + tk[:n])
-            lps.append([0.0] * len(r) + l[:n])
+            lps.append([0.0] * len(r) + lq[:n])
             masks.append([0.0] * len(r) + [1.0] * n)
             plens.append(len(r))
             trunc.append(not d)

@@ -5,7 +5,7 @@ knobs (set from YAML `params`). `sample(rng, difficulty)` returns one `Problem`;
 `difficulty` is the task's main knob (digits, list length, ...) described by
 `difficulty_doc`. Every problem names its verifier, a pure function registered in
 `VERIFIERS` with the signature `(problem, completion) -> Verdict`, so a stored problem can
-be re-scored without its task object (G9 in STYLE.md).
+be re-scored without its task object.
 
 Completion format shared by the built-in tasks: an optional trace, then ANSWER_MARKER, then
 the answer, e.g. "3+4=7,carry0\n#57". `parse_answer` extracts the text after the last marker.
@@ -66,7 +66,7 @@ def verify(problem: Problem, completion: str) -> Verdict:
 def corrupt_answer(demo: str, rng: random.Random) -> str:
     """Change one character of the answer part of a demo to another of the same class.
 
-    Used to build a partly competent "base model" (catalog 3.0): pretraining on a mixture of
+    Used to build a partly competent "base model" (the built-in testbed): pretraining on a mixture of
     correct and corrupted demonstrations sets how often the base samples a right answer.
     """
     head, marker, answer = demo.rpartition(ANSWER_MARKER)

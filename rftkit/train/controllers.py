@@ -7,9 +7,9 @@ A stage names one with `controller: {name, params}`; it rescales the weights the
 schedules give. Its state round-trips through checkpoints as JSON. With a controller, every
 objective is evaluated each step even at weight 0, so the signals it reads stay measured.
 
-    sasr   SASR-like switch between SFT and RL (catalog M12 approximation, see its docstring)
+    sasr   SASR-like switch between SFT and RL (an approximation, see its docstring)
     srft   SRFT's entropy-aware SFT weight 0.5 exp(-H) (the RL-side weight is not applied)
-    amft   AMFT-like entropy-regularized balance mu (catalog M13; paper under investigation)
+    amft   AMFT-like entropy-regularized balance mu (optional, see its docstring)
 """
 
 from __future__ import annotations
@@ -38,14 +38,12 @@ CONTROLLERS: Registry[type] = Registry("weight controller")
 class SASRLike:
     """SASR-like step-wise choice between the SFT term and the RL term.
 
-    SASR (Chen et al. 2025, "Step-wise Adaptive Integration of Supervised Fine-tuning and
-    Reinforcement Learning for Task-Specific LLMs", arXiv:2505.13026) switches by the gradient
-    norm and the divergence from the SFT data; its exact rule was not retrieved, so this is
-    the catalog's documented approximation (M12, [D]): choose SFT with probability
-    p_t = sigmoid(a (g_t / g_0 - 1) + b (d_t / d_0 - 1)), where g_t is the last gradient norm
-    (`optim/grad_norm`) and d_t the last NLL of the demonstrations (`loss/sft`, the distance to
-    the SFT data), g_0 and d_0 their first observed values. The chosen term keeps its weight,
-    the other gets 0. Metrics: mix/sft_prob, mix/sft_chosen.
+    Choose SFT with probability p_t = sigmoid(a (g_t / g_0 - 1) + b (d_t / d_0 - 1)) (`sasr_choose`),
+    where g_t is the last gradient norm (`optim/grad_norm`) and d_t the last NLL of the
+    demonstrations (`loss/sft`, the distance to the SFT data), g_0 and d_0 their first observed
+    values. The chosen term keeps its weight, the other gets 0. SASR (Chen et al. 2025,
+    arXiv:2505.13026) switches on these two signals, but its exact rule is unconfirmed: this is an
+    approximation (docs/hybrids_math.md, section 3). Metrics: mix/sft_prob, mix/sft_chosen.
     """
 
     def __init__(self, *, sft: str = "sft", rl: str = "policy", a: float = 1.0, b: float = 1.0) -> None:
@@ -81,13 +79,11 @@ class SASRLike:
 class AMFTLike:
     """AMFT-like balance: L = mu L_SFT + (1 - mu) L_RL, mu <- clamp(mu + eta_H (H_target - H)).
 
-    AMFT (He et al. 2025, arXiv:2508.06944; controller from TSYJ-He/AMFT
-    `adaptive_weight_controller.py`, per catalog M13): mu starts at 0.5, is clamped to
-    [0.05, 0.95] and follows an entropy term plus a one-step-lookahead meta-gradient. The
-    meta-gradient (which needs a validation batch and a lookahead step) is NOT implemented:
-    only the entropy regularization is. The catalog notes the paper is under investigation for
-    possible academic misconduct; treat this as an optional scheduler, not an established method.
-    H is the policy's mean token entropy on its samples (`policy/entropy`). Metric: mix/mu.
+    mu starts at 0.5, is clamped to [0.05, 0.95] and follows the entropy term of AMFT's controller
+    (`amft_update`); the one-step-lookahead meta-gradient (a validation batch and a lookahead step)
+    is not implemented. H is the policy's mean token entropy on its samples (`policy/entropy`).
+    Treat it as an optional scheduler, not an established method: He et al. 2025, AMFT
+    (arXiv:2508.06944); source and caveats in docs/hybrids_math.md, section 3. Metric: mix/mu.
     """
 
     def __init__(self, *, sft: str = "sft", rl: str = "policy", mu: float = 0.5, eta_h: float = 5e-4,
@@ -118,7 +114,7 @@ class SRFTWeights:
     """SRFT's entropy-aware weighting of the demonstration term: w_sft = sft_coef * exp(-H).
 
     SRFT (Fu et al. 2025, arXiv:2506.19767); rule from `rftkit.algos.hybrid_weights.srft_weights`
-    (its docstring says what was confirmed). H is the policy's last mean token entropy on its
+    (what was confirmed: docs/hybrids_math.md, section 3). H is the policy's last mean token entropy on its
     samples (`policy/entropy`); the SFT term is weakened when the policy is uncertain. SRFT's
     second weight (on positive self-rollouts) needs per-row weights and is not applied here.
     Metric: mix/sft_weight.

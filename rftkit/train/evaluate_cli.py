@@ -13,8 +13,8 @@ from rftkit.errors import ConfigError
 from rftkit.eval.evaluate import evaluate, headline_keys
 from rftkit.model.io import load_model
 from rftkit.recipe_base import load_recipe
-from rftkit.rollout.base import GENERATORS
 from rftkit.report.progress import EvalProgress
+from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import check_device, check_prompts_fit, context_length, resolve_model_dir, task_specs
 
 
