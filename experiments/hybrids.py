@@ -62,11 +62,11 @@ def methods(steps: int, batch: int) -> dict[str, list[dict]]:
                  {**rl, "name": "train", "steps": steps - half, "objectives": [POLICY]}],
         "relift": [{**rl, "name": "train", "demos": {"name": "relift", "params": {"size": batch}},
                     "objectives": [POLICY, {"name": "sft"}]}],
-        "luffy": [{**rl, "name": "train", "rl": {"offpolicy_per_group": 1}, "advantage": {"name": "dr_grpo"},
+        "luffy": [{**rl, "name": "train", "rollout": {"groups": {"name": "demo_rows", "params": {"rows": 1}}}, "advantage": {"name": "dr_grpo"},
                    "objectives": [LUFFY_POLICY, {"name": "entropy", "weight": -0.001, "params": {"agg": DR}}]}],
         "prefix_rft": [{**rl, "name": "train",
-                        "rl": {"prefix_rows": 2,
-                               "prefix_ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}},
+                        "rollout": {"groups": {"name": "prefix_rft", "params": {
+                            "rows": 2, "ratio": {"name": "cosine", "params": {"start": 0.95, "end": 0.05}}}}},
                         "objectives": [POLICY, {"name": "prefix_sft"}]}],
         "chord_mu": [{**rl, "name": "train", "objectives": [
             {**POLICY, "weight": {"name": "cosine", "params": {"start": 0.1, "end": 0.95}}},

@@ -7,7 +7,7 @@ the key as typed, the value given, what was expected and the closest valid key. 
 Field constraints and validators here, so each bound has one place and one wording; the few
 that need built parts are in `train.build` (`check_bounds`: an estimator's `group_relative`
 mark, rows per minibatch; `check_prompts_fit`: prompt lengths). Parts receive plain
-arguments built from these objects, never the objects themselves (STYLE G5). Registered
+arguments built from these objects, never the objects themselves. Registered
 parts are configured by `{name, params}`; their params are checked against the part's
 keyword-only signature (`Registry.bind`).
 """
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rftkit.config_moved import moved_message
 from rftkit.errors import Bound, ConfigError, format_validation_error
 
 
@@ -118,37 +119,25 @@ class ObjectiveCfg(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class RLCfg(Strict):
-    """Rollout-side pieces of RL methods (DAPO, PPO-RLHF, ProRL); all off by default."""
+class StageRolloutCfg(Strict):
+    """The rollout half of an RL stage, as registered parts (train/step.py runs them):
+    `groups`: the group layout (rows per prompt: on_policy, prefix_rft, demo_rows);
+    `resample`: resamplers applied in order to each round of groups (dynamic_sampling,
+    ghpo_hints); `rewards`: reward transforms applied in order after verification
+    (dapo_overlong, mask_truncated, length_penalty, kl_penalty)."""
 
-    zero_variance: Literal["keep", "drop", "refill"] = "keep"
-    """Groups whose samples are all correct or all wrong (DAPO's 0 < #correct < G, on
-    accuracy, not the shaped reward): keep them, drop them, or drop and over-sample until the
-    batch is full again (DAPO dynamic sampling)."""
-    max_refill_rounds: int = Field(4, ge=0)
-    overlong_cache: int = Field(0, ge=0)
-    """DAPO soft overlong punishment over the last N tokens of max_new_tokens (0 = off)."""
-    mask_truncated: bool = False
-    """Exclude completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
-    kl_reward_coef: float = Field(0.0, ge=0)
-    """KL(pi || ref) subtracted from the token rewards (PPO-RLHF / ReFT style); 0 = off."""
-    kl_reward_estimator: str = "k1"
-    kl_target: float | None = Field(None, gt=0)
-    """Adaptive KL coefficient (Ziegler et al. 2019) towards this KL per token; None = fixed."""
-    kl_horizon: int = Field(10000, ge=1)
+    groups: PartCfg = Field(default_factory=lambda: PartCfg(name="on_policy"))
+    resample: list[PartCfg] = Field(default_factory=list)
+    rewards: list[PartCfg] = Field(default_factory=list)
+
+
+class RLCfg(Strict):
+    """Loop-level settings of RL stages that are not parts."""
+
     ref_reset_every: int = Field(0, ge=0)
     """Reset the reference policy to the current one every N steps (ProRL); 0 = never."""
     critic_lr: float = Field(1e-4, gt=0)
     """Learning rate of the value model (only when an objective or estimator needs values)."""
-    offpolicy_per_group: int = Field(0, ge=0)
-    """Demonstrations placed in each group in place of on-policy samples (LUFFY, RL-PLUS)."""
-    prefix_rows: int = Field(0, ge=0)
-    """Rollouts per group that continue from a demonstration prefix (Prefix-RFT)."""
-    prefix_ratio: float | PartCfg = 0.5
-    """Share of the demonstration given as prefix: a constant or a schedule over the stage."""
-    hint_levels: list[float] = Field(default_factory=list)
-    """GHPO: groups that all fail are re-sampled with this share of the solution as a hint,
-    trying each level in turn (e.g. [0.25, 0.5, 0.75]); empty = off."""
     skip_inert_rows: bool = True
     """Leave rows whose advantage is 0 at every token out of the training forward when every
     objective reading rollouts gives them zero loss and gradient (e.g. GRPO's all-equal groups
@@ -177,11 +166,20 @@ class StageCfg(Strict):
     """Passes over one rollout batch (PPO epochs); old log-probs are cached."""
     minibatches: int = Field(1, ge=1)
     """Optimizer steps per epoch, each on a slice of the batch (at most one per row)."""
+    rollout: StageRolloutCfg = Field(default_factory=StageRolloutCfg)
     rl: RLCfg = Field(default_factory=RLCfg)
     controller: PartCfg | None = None
     """Sets objective weights each step from training signals (sasr, amft); None = schedules only."""
     teacher: str | None = None
     """A model folder or run dir whose log-probs objectives needing "teacher" read (KDRL)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_rl_flags(cls, data: Any) -> Any:
+        rl = data.get("rl") if isinstance(data, dict) else None
+        if isinstance(rl, dict) and (msg := moved_message(rl)):
+            raise Bound("rl", {k: v for k, v in rl.items()}, msg)
+        return data
 
 
 class OptimCfg(Strict):

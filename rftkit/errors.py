@@ -12,11 +12,16 @@ what was expected, and the value given.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from rftkit.registry import closest
+
+def closest(name: str, options: list[str]) -> str:
+    """' Did you mean X?' for the closest option, or '' when none is close."""
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
 
 
 class RftkitError(Exception):

@@ -15,14 +15,14 @@ from rftkit.algos.shaping import (
     adaptive_kl_coef,
     dapo_overlong_penalty,
     kl_in_reward,
-    zero_variance_groups,
 )
 
 A = pytest.approx
 
 
 def call(name, rewards, group_ids, mask, **kw):
-    return ADVANTAGES.get(name)(rewards, group_ids, mask, **kw)
+    """The advantages of estimator `name` (estimators return (advantages, returns))."""
+    return ADVANTAGES.get(name)(rewards, group_ids, mask, **kw)[0]
 
 
 def ones(n, t=3):
@@ -39,7 +39,7 @@ def test_grpo_hand_numbers_and_zero_group():
     assert adv[:4, 1].tolist() == A([0.866025, -0.866025, 0.866025, -0.866025], abs=1e-5)
     assert adv[4:].abs().max() == 0.0
     assert adv[:, 0].abs().max() == 0.0
-    assert ADVANTAGES.get("grpo").needs == frozenset()
+    assert ADVANTAGES.needs("grpo") == frozenset()
 
 
 def test_dr_grpo_and_grpo_without_std():
@@ -80,7 +80,7 @@ def test_remax_needs_greedy():
     g = torch.tensor([0, 1])
     adv = call("remax", r, g, ones(2), greedy_rewards=torch.tensor([0.5, 0.5]))
     assert adv[:, 1].tolist() == A([0.5, 0.0])
-    assert ADVANTAGES.get("remax").needs == frozenset({"greedy"})
+    assert ADVANTAGES.needs("remax") == frozenset({"greedy"})
     with pytest.raises(ValueError, match="greedy_rewards"):
         call("remax", r, g, ones(2))
 
@@ -128,7 +128,7 @@ def test_gae_tiny_hand_example():
     # t=2: 1 + 0 - .25 = .75; t=1: (0 + .25 - .5) + .75 = .5
     assert adv.tolist()[0] == A([0.0, 0.5, 0.75])
     assert gae_returns(torch.tensor([1.0]), m, v, gamma=1.0, lam=1.0).tolist()[0] == A([0.0, 1.0, 1.0])
-    assert ADVANTAGES.get("gae").needs == frozenset({"values"})
+    assert ADVANTAGES.needs("gae") == frozenset({"values"})
     with pytest.raises(ValueError, match="values"):
         call("gae", torch.tensor([1.0]), torch.tensor([0]), m)
 
@@ -169,11 +169,14 @@ def test_every_estimator_is_zero_off_mask_and_declares_needs(name):
     torch.manual_seed(1)
     mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
     fn = ADVANTAGES.get(name)
-    assert isinstance(fn.needs, frozenset)
-    adv = fn(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]), mask,
-             values=torch.randn(3, 4), greedy_rewards=torch.tensor([0.5, 0.5, 0.5]))
+    assert isinstance(ADVANTAGES.needs(name), frozenset)
+    adv, returns = fn(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]), mask,
+                      values=torch.randn(3, 4), greedy_rewards=torch.tensor([0.5, 0.5, 0.5]))
     assert adv.shape == mask.shape
     assert adv[mask == 0].abs().max() == 0.0
+    assert (returns is not None) == ADVANTAGES.mark(name, "returns", False)
+    if returns is not None:
+        assert returns.shape == mask.shape and returns[mask == 0].abs().max() == 0.0
 
 
 @pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "lite_ppo", "reinforce_pp_baseline"])
@@ -218,8 +221,3 @@ def test_adaptive_kl_coef_hand_numbers():
     assert adaptive_kl_coef(0.1, observed_kl=0.1, target=0.1, horizon=8, n_steps=4) == A(0.1)
 
 
-def test_zero_variance_groups():
-    r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 7.0])
-    g = torch.tensor([0, 0, 1, 1, 2, 2, 3])
-    assert zero_variance_groups(r, g).tolist() == [True, True, False, False, True, True, True]
-    assert float(zero_variance_groups(r, g).float().mean()) == A(5 / 7)

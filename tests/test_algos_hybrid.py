@@ -47,11 +47,11 @@ def test_every_hybrid_part_is_registered_with_a_source(hybrid):
         assert re.search(r"arXiv:\d{4}\.\d{4,5}", OBJECTIVES.get(name).__doc__), name
     for name in HYBRID_LOSSES:
         assert re.search(r"arXiv:\d{4}\.\d{4,5}", POLICY_LOSSES.get(name).__doc__), name
-        assert POLICY_LOSSES.get(name).extra_inputs == ("offpolicy",)
-    assert OBJECTIVES.get("asft").needs == {"demos", "ref_demos"}
-    assert OBJECTIVES.get("teacher_kl").needs == {"rollout", "teacher"}
-    assert OBJECTIVES.get("prefix_sft").needs == {"rollout"}
-    assert OBJECTIVES.get("otr").needs == {"demos", "demo_dist"}
+        assert POLICY_LOSSES.mark(name, "extra_inputs") == ("offpolicy",)
+    assert OBJECTIVES.needs("asft") == {"demos", "ref_demos"}
+    assert OBJECTIVES.needs("teacher_kl") == {"rollout", "teacher"}
+    assert OBJECTIVES.needs("prefix_sft") == {"rollout"}
+    assert OBJECTIVES.needs("otr") == {"demos", "demo_dist"}
     for fn in (hybrid.chord_mu, hybrid.srft_weights, hybrid.sasr_choose, hybrid.amft_update,
                hybrid.amft_meta_gradient):
         assert re.search(r"arXiv:\d{4}\.\d{4,5}", fn.__doc__), fn.__name__

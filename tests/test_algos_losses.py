@@ -200,7 +200,7 @@ def test_nft_normalize1_gradient_equals_dr_grpo_on_policy(agg):
     rate = group_stats(r, g)[0]
     _, g_nft, _ = grad_of("nft", logp, logp, torch.zeros_like(mask), mask, agg=agg,
                           rewards=r, group_reward_mean=rate, normalize=1)
-    adv = ADVANTAGES.get("dr_grpo")(r, g, mask)
+    adv = ADVANTAGES.get("dr_grpo")(r, g, mask)[0]
     _, g_pg, _ = grad_of("pg", logp, logp, adv, mask, agg=agg)
     assert torch.allclose(g_nft, g_pg, atol=1e-6)
 
@@ -211,7 +211,7 @@ def test_nft_normalize2_gradient_equals_grpo_on_policy():
     rate = group_stats(r, g)[0]
     _, g_nft, _ = grad_of("nft", logp, logp, torch.zeros_like(mask), mask,
                           rewards=r, group_reward_mean=rate, normalize=2)
-    adv = ADVANTAGES.get("grpo")(r, g, mask, eps=0.0)
+    adv = ADVANTAGES.get("grpo")(r, g, mask, eps=0.0)[0]
     _, g_pg, _ = grad_of("pg", logp, logp, adv, mask)
     assert torch.allclose(g_nft, g_pg * math.sqrt(4 / 3), atol=1e-6)
 
@@ -266,7 +266,7 @@ def test_every_loss_shapes_metrics_and_zero_advantage(name):
     logp = torch.randn(2, 4)
     extra = {"rewards": torch.tensor([1.0, 0.0]), "group_reward_mean": torch.tensor([0.5, 0.5]),
              "offpolicy": torch.tensor([False, True])}
-    extra = {k: extra[k] for k in getattr(POLICY_LOSSES.get(name), "extra_inputs", ())}
+    extra = {k: extra[k] for k in POLICY_LOSSES.mark(name, "extra_inputs", ())}
     per_token, grad, metrics = grad_of(name, logp, logp.detach(), torch.zeros(2, 4), mask, **extra)
     assert per_token.shape == mask.shape
     for key in ("policy/clipfrac", "policy/approx_kl", "policy/ratio_mean", "policy/ratio_max"):

@@ -85,7 +85,7 @@ def test_policy_passes_extra_inputs_to_nft():
     inp.max_tokens = 8
     value, _ = OBJECTIVES.get("policy")(inp, loss="nft", agg="seq_mean_token_sum_norm")
     value.backward()
-    dr = ADVANTAGES.get("dr_grpo")(rewards, groups, inp.mask)
+    dr = ADVANTAGES.get("dr_grpo")(rewards, groups, inp.mask)[0]
     logp2 = inp.logp.detach().clone().requires_grad_()
     pg, _ = POLICY_LOSSES.get("pg")(logp2, inp.old_logp, dr, inp.mask)
     AGGREGATIONS.get("seq_mean_token_sum_norm")(pg, inp.mask, totals_of(inp.mask, budget=8)).backward()
@@ -109,7 +109,7 @@ def test_value_objective_hand_numbers():
     assert v.grad.tolist()[0] == A([0.0, 1.0])
     plain, _ = OBJECTIVES.get("value")(inp, clip=None)
     assert float(plain.detach()) == A(0.5 * (1.0 + 4.0) / 2)
-    assert OBJECTIVES.get("value").needs == frozenset({"rollout", "values"})
+    assert OBJECTIVES.needs("value") == frozenset({"rollout", "values"})
     with pytest.raises(ValueError):
         OBJECTIVES.get("value")(LossInputs(mask=torch.ones(1, 2)))
 
@@ -124,6 +124,6 @@ def test_kl_objective_estimators():
 
 
 def test_objectives_declare_needs():
-    assert OBJECTIVES.get("policy").needs == frozenset({"rollout"})
-    assert OBJECTIVES.get("kl").needs == frozenset({"rollout", "ref"})
-    assert OBJECTIVES.get("sft").needs == frozenset({"demos"})
+    assert OBJECTIVES.needs("policy") == frozenset({"rollout"})
+    assert OBJECTIVES.needs("kl") == frozenset({"rollout", "ref"})
+    assert OBJECTIVES.needs("sft") == frozenset({"demos"})

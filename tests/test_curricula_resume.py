@@ -22,13 +22,13 @@ class Killed(Exception):
 
 def config(out: Path, sampler: dict):
     sampler = dict(sampler)
-    rl = sampler.pop("rl", {})
+    rollout = sampler.pop("rollout", {})
     tree = yaml.safe_load(TINY.read_text())
     tree.update(out_dir=str(out), name="cur")
     tree["data"] = {"tasks": [{"name": "arithmetic", "label": "one", "difficulty": [1, 1], "ood_difficulty": [3, 3]},
                               {"name": "arithmetic", "label": "two", "difficulty": [2, 2], "ood_difficulty": [3, 3]}],
                     "train_size": 120, "test_size": 4, "ood_size": 4}
-    tree["stages"][1].update(steps=8, sampler=sampler, rl=rl)
+    tree["stages"][1].update(steps=8, sampler=sampler, rollout=rollout)
     tree["eval"] = {"n_samples": 2, "ks": [1, 2], "every": 3}
     cfg = validate(tree, "tiny+curriculum")
     check_names(cfg)
@@ -44,7 +44,7 @@ SAMPLERS = [
     {"name": "dump", "params": {"temperature": 0.5}},
     {"name": "pcl", "params": {"candidates": 3}},
     {"name": "limr", "params": {"warmup_epochs": 1, "epoch_steps": 2, "keep_fraction": 0.5}},
-    {"name": "band", "params": {"low": 0.1, "high": 0.9}, "rl": {"zero_variance": "refill", "max_refill_rounds": 2}},
+    {"name": "band", "params": {"low": 0.1, "high": 0.9}, "rollout": {"resample": [{"name": "dynamic_sampling", "params": {"mode": "refill", "max_rounds": 2}}]}},
 ]
 
 
@@ -72,7 +72,7 @@ def test_resumed_run_draws_the_same_prompts(sampler, tmp_path, monkeypatch):
     a, b = records(full.dir), records(resumed.dir)
     digests = [r["curriculum/draw_digest"] for r in a if r.get("stage") == "rl" and "curriculum/draw_digest" in r]
     assert len(digests) == 8 and len(set(digests)) > 1
-    if "rl" in sampler:  # DAPO refill draws through the sampler: more prompts than the batch reach update()
+    if "rollout" in sampler:  # DAPO refill draws through the sampler: more prompts than the batch reach update()
         assert max(r["curriculum/prompts_sampled"] for r in a if "curriculum/prompts_sampled" in r) > 8
     assert a == b
     wa = load_file(str(full.dir / "models" / "rl" / "model.safetensors"))

@@ -41,7 +41,7 @@ def _batch(model) -> RolloutBatch:
         keep = 2 + (i * 5) % 8
         cols = mask[i].nonzero().squeeze(1)
         mask[i, cols[keep:]] = 0.0
-    adv = ADVANTAGES.get("grpo")(r, gids, mask)
+    adv = ADVANTAGES.get("grpo")(r, gids, mask)[0]
     return RolloutBatch(tokens=gen.tokens, mask=mask, old_logp=gen.logp, group_ids=gids, rewards=r,
                         advantages=adv, truncated=gen.truncated, problems=[], texts=gen.texts, verdicts=[])
 
@@ -56,12 +56,11 @@ def _parts(model, objectives, grad_accum, minibatches, skip):
     terms = []
     for name, params in objectives:
         fn = OBJECTIVES.bind(name, params)
-        fn.needs = OBJECTIVES.get(name).needs
         terms.append(Term(name, fn, lambda p: 1.0))
     needs = frozenset().union(*(t.fn.needs for t in terms))
     return SimpleNamespace(
         model=model, ref_model=None, critic=None, controller=None, terms=terms, needs=needs,
-        sampling=SamplingParams(n=4, temperature=1.0, max_new_tokens=9), rl=SimpleNamespace(skip_inert_rows=skip),
+        sampling=SamplingParams(n=4, temperature=1.0, max_new_tokens=9), skip_inert_rows=skip,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.5), update_epochs=1,
         minibatches=minibatches, grad_accum=grad_accum, grad_clip=0.0)
 

@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 import torch
 
 from rftkit.algos.advantages import ADVANTAGES
@@ -12,7 +11,12 @@ from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
-from rftkit.train.rollout_phase import RLOptions, demo_prefix, rollout
+from rftkit.algos.layouts import GROUP_LAYOUTS, demo_prefix
+from rftkit.algos.resample import RESAMPLERS
+from rftkit.algos.shaping import REWARD_TRANSFORMS
+from rftkit.rewards.spec import RewardVerdict
+from rftkit.train.step import rollout
+from rftkit.train.update import UpdateState
 from rftkit.types import Problem, RolloutBatch, Verdict
 
 TOK = CharTokenizer()
@@ -71,23 +75,31 @@ def test_raft_keeps_only_verified_samples_and_s3ft_prefers_own_answers():
 
 
 class _Parts:
-    """The attributes of StepParts the rollout phase reads."""
+    """The attributes of StepParts the rollout reads, with the named rollout parts bound."""
 
-    def __init__(self, opts: RLOptions, g: int = 4):
+    def __init__(self, groups=("on_policy", {}), resample=(), rewards=(), g: int = 4, scorer=None):
         torch.manual_seed(0)
         self.model = GPT(GPTConfig(vocab_size=TOK.vocab_size, max_seq_len=64, **SIZES["nano"]))
         self.tok, self.pool = TOK, POOL
         self.generator = KVCacheEngine(self.model, TOK)
         self.sampling = SamplingParams(n=g, max_new_tokens=6, temperature=1.0)
-        self.rl, self.batch_size = opts, 3
+        self.batch_size = 3
         self.sampler = UniformSampler(POOL, 0)
-        self.ref_model = self.teacher = self.critic = self.rewards = None
-        self.advantage_fn = ADVANTAGES.get("grpo")
+        self.ref_model = self.teacher = self.critic = None
+        self.rewards = scorer
+        self.layout = GROUP_LAYOUTS.bind(*groups)
+        self.resamplers = [RESAMPLERS.bind(n, p) for n, p in resample]
+        self.transforms = [REWARD_TRANSFORMS.bind(n, p) for n, p in rewards]
+        self.advantage = ADVANTAGES.bind("grpo")
+
+
+def _rollout(parts, indices, seed, progress=0.0):
+    return rollout(parts, indices, seed, UpdateState(), progress)
 
 
 def test_luffy_places_demonstrations_in_each_group():
-    parts = _Parts(RLOptions(offpolicy_per_group=1))
-    batch, metrics, stats = rollout(parts, [0, 1, 2], seed=1, kl_coef=0.0)
+    parts = _Parts(groups=("demo_rows", {"rows": 1}))
+    batch, metrics, stats = _rollout(parts, [0, 1, 2], seed=1)
     assert batch.offpolicy.tolist() == [False, False, False, True] * 3
     demo_rows = batch.offpolicy.nonzero().squeeze(1)
     assert all(batch.texts[r] == batch.problems[r].demo and batch.verdicts[r].correct for r in demo_rows)
@@ -95,8 +107,9 @@ def test_luffy_places_demonstrations_in_each_group():
 
 
 def test_prefix_rollouts_force_the_demo_prefix_outside_the_policy_mask():
-    parts = _Parts(RLOptions(prefix_rows=2, prefix_ratio=lambda p: 0.5 - 0.4 * p))
-    batch, metrics, _ = rollout(parts, [3], seed=2, kl_coef=0.0, progress=0.0)
+    ratio = {"name": "linear", "params": {"start": 0.5, "end": 0.1}}
+    parts = _Parts(groups=("prefix_rft", {"rows": 2, "ratio": ratio}))
+    batch, metrics, _ = _rollout(parts, [3], seed=2, progress=0.0)
     demo = POOL[3].demo
     prefix = demo_prefix(demo, 0.5)
     assert demo_prefix(demo, 0.9) == demo[: round(0.9 * len(demo))] and demo_prefix("ab", 1.0) == "a"
@@ -109,11 +122,13 @@ def test_prefix_rollouts_force_the_demo_prefix_outside_the_policy_mask():
             assert batch.texts[row].startswith(prefix)
             start = int(pm.nonzero()[0])
             assert TOK.decode(batch.tokens[row, start : start + n_forced].tolist()) == prefix
+    late = GROUP_LAYOUTS.bind("prefix_rft", {"rows": 2, "ratio": ratio})(POOL[3], 4, 1.0)
+    assert late[0].prefix == demo_prefix(demo, 0.1), "the ratio follows its schedule over the stage"
 
 
 def test_ghpo_hints_only_groups_that_all_fail():
-    parts = _Parts(RLOptions(hint_levels=(0.5,)))
-    batch, metrics, _ = rollout(parts, [0, 1, 2], seed=3, kl_coef=0.0)
+    parts = _Parts(resample=[("ghpo_hints", {"levels": (0.5,)})])
+    batch, metrics, _ = _rollout(parts, [0, 1, 2], seed=3)
     # an untrained model fails everything, so every group is re-sampled from a hint
     assert metrics["mix/hinted_fraction"] == 1.0
     assert all(t.startswith(demo_prefix(p.demo, 0.5)) for t, p in zip(batch.texts, batch.problems))
@@ -121,24 +136,43 @@ def test_ghpo_hints_only_groups_that_all_fail():
 
 
 def test_dynamic_sampling_drop_returns_no_batch_when_every_group_is_uniform():
-    parts = _Parts(RLOptions(zero_variance="drop"))
-    batch, metrics, stats = rollout(parts, [0, 1, 2], seed=4, kl_coef=0.0)
+    parts = _Parts(resample=[("dynamic_sampling", {"mode": "drop"})])
+    batch, metrics, stats = _rollout(parts, [0, 1, 2], seed=4)
     assert batch is None and metrics["rollout/empty_batch"] == 1.0 and len(stats) == 3
 
 
+class _LengthShaped:
+    """A reward runner whose rewards are shaped by length (like a format bonus or the runner's
+    overlong term) while every answer is wrong."""
+
+    def score(self, problems, texts, lengths):
+        verdicts = [RewardVerdict(0.0, None, "wrong", reward=-n / 100) for n in lengths]
+        return verdicts, {}
+
+
 def test_dynamic_sampling_filters_on_accuracy_not_the_shaped_reward():
-    """An untrained model answers every prompt wrongly; the overlong penalty still spreads the
-    rewards of a group (different lengths), but DAPO keeps only groups with 0 < #correct < G."""
-    parts = _Parts(RLOptions(zero_variance="drop", overlong_cache=5))
-    batch, metrics, stats = rollout(parts, [0, 1, 2], seed=4, kl_coef=0.0)
+    """Every answer is wrong but the shaped rewards differ within a group (different lengths);
+    DAPO keeps only groups with 0 < #correct < G, so every group is dropped."""
+    parts = _Parts(resample=[("dynamic_sampling", {"mode": "drop"})], scorer=_LengthShaped())
+    batch, metrics, stats = _rollout(parts, [0, 1, 2], seed=4)
     assert any(s.reward_std > 0 for s in stats), "the shaped rewards must differ within a group"
-    assert all(s.reward_mean <= 0 for s in stats)  # nothing correct, penalties only
     assert batch is None and metrics["rollout/empty_batch"] == 1.0
     assert metrics["adv/zero_std_frac_sampled"] == 1.0
 
 
-@pytest.mark.parametrize("policy", ["refill"])
-def test_dynamic_sampling_refill_stops_after_max_rounds(policy):
-    parts = _Parts(RLOptions(zero_variance=policy, max_refill_rounds=2))
-    batch, metrics, stats = rollout(parts, [0, 1, 2], seed=5, kl_coef=0.0)
+def test_dynamic_sampling_refill_stops_after_max_rounds():
+    parts = _Parts(resample=[("dynamic_sampling", {"mode": "refill", "max_rounds": 2})])
+    batch, metrics, stats = _rollout(parts, [0, 1, 2], seed=5)
     assert metrics["rollout/refill_rounds"] == 2.0 and len(stats) == 9
+
+
+def test_reward_transforms_apply_in_order_after_verification():
+    """The overlong penalty lands on the batch's rewards (and so on the advantages); truncation
+    masking zeroes the loss mask of rows that hit the budget."""
+    plain = _rollout(_Parts(), [0, 1, 2], seed=6)[0]
+    shaped = _rollout(_Parts(rewards=[("dapo_overlong", {"cache": 3}), ("mask_truncated", {})]), [0, 1, 2], seed=6)[0]
+    lengths = plain.mask.sum(1)
+    expected = plain.rewards + torch.where(lengths <= 3, 0.0, (3 - lengths) / 3)
+    assert torch.equal(shaped.tokens, plain.tokens) and torch.allclose(shaped.rewards, expected)
+    assert torch.equal(shaped.mask, plain.mask * (~plain.truncated).float()[:, None])
+    assert plain.truncated.any(), "the 6-token budget truncates some rows of an untrained model"

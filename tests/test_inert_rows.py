@@ -33,7 +33,7 @@ def _batch(model, rewards: list[float], group=4, seed=0) -> RolloutBatch:
     gen = KVCacheEngine(model, TOK).generate(prompts, SamplingParams(n=group, max_new_tokens=6, seed=seed))
     gids = torch.arange(len(prompts)).repeat_interleave(group)
     r = torch.tensor(rewards, dtype=torch.float32)
-    adv = ADVANTAGES.get("grpo")(r, gids, gen.mask)
+    adv = ADVANTAGES.get("grpo")(r, gids, gen.mask)[0]
     return RolloutBatch(tokens=gen.tokens, mask=gen.mask, old_logp=gen.logp, group_ids=gids, rewards=r,
                         advantages=adv, truncated=gen.truncated, problems=[], texts=gen.texts, verdicts=[])
 
@@ -42,12 +42,10 @@ def _parts(model, objectives, *, skip: bool, epochs=1, minibatches=1, grad_accum
     terms = []
     for name, params in objectives:
         fn = OBJECTIVES.bind(name, params)
-        if not hasattr(fn, "needs"):
-            fn.needs = fn.func.needs
         terms.append(Term(name, fn, lambda p: 1.0))
     return SimpleNamespace(
         model=model, ref_model=None, critic=None, controller=None, terms=terms, needs=frozenset({"rollout"}),
-        sampling=SamplingParams(n=4, temperature=1.0), rl=SimpleNamespace(skip_inert_rows=skip),
+        sampling=SamplingParams(n=4, temperature=1.0), skip_inert_rows=skip,
         # SGD with momentum: Adam's g / (|g| + eps) would blow float noise of ~0 gradients up to lr
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1), update_epochs=epochs,
         minibatches=minibatches, grad_accum=grad_accum, grad_clip=1.0)
@@ -139,7 +137,7 @@ def test_each_inert_loss_is_zero_with_zero_gradient_at_zero_advantage():
     old = -torch.rand(n, t)
     adv = torch.randn(n, 1).expand(n, t).clone() * mask
     adv[::2] = 0.0
-    marked = [k for k in POLICY_LOSSES.names() if getattr(POLICY_LOSSES.get(k), "inert_at_zero_advantage", False)]
+    marked = [k for k in POLICY_LOSSES.names() if POLICY_LOSSES.mark(k, "inert_at_zero_advantage", False)]
     assert sorted(marked) == sorted(INERT)
     for name in marked:
         logp = (old + 0.3 * torch.randn(n, t)).requires_grad_()
@@ -156,7 +154,7 @@ def test_each_inert_loss_is_zero_with_zero_gradient_at_zero_advantage():
 def test_user_losses_are_not_skipped_unless_marked():
     reg_before = dict(POLICY_LOSSES._items)
     try:
-        POLICY_LOSSES._items["test_user_loss"] = lambda logp, old_logp, advantages, mask: (-advantages * logp, {})
+        POLICY_LOSSES.register("test_user_loss")(lambda logp, old_logp, advantages, mask: (-advantages * logp, {}))
         fn = OBJECTIVES.bind("policy", {"loss": "test_user_loss"})
         assert not inert_at_zero_advantage(fn)
     finally:

@@ -133,7 +133,7 @@ def test_gsm8k_grpo_runs(qwen, tmp_path):
 
 
 def test_math_dapo_runs(qwen, tmp_path):
-    run, steps = _run("math_dapo", qwen, tmp_path, ["stages.0.rl.overlong_cache=4"])
+    run, steps = _run("math_dapo", qwen, tmp_path, ["stages.rl.rollout.rewards.dapo_overlong.params.cache=4"])
     assert len(steps) == 2
     for r in steps:
         assert r["reward/errors"] == 0 and r["reward/timeouts"] == 0  # math-verify answered in its workers

@@ -1,16 +1,16 @@
-"""Advantage estimators: one signature, registered by name (STYLE G2).
+"""Advantage estimators: one signature, registered by name.
 
     AdvantageFn(rewards, group_ids [N], mask [N, T], values=None, greedy_rewards=None, *, knobs)
-        -> advantages [N, T], 0 where mask = 0
+        -> (advantages [N, T], 0 where mask = 0; returns [N, T] for a critic, or None)
 
 `rewards` is [N] (one scalar per rollout, the usual case) or [N, T] (token-level rewards,
 e.g. from `rftkit.algos.shaping.kl_in_reward`); a sequence estimator sums a [N, T] reward
 over the mask, a return-based one (reinforce_pp, gae) places an [N] reward on the last
 trained token. `values` [N, T] (critic values at rollout time) and `greedy_rewards` [N]
 (reward of the greedy completion of each row's prompt) are data the loop passes by keyword
-when it has them; an estimator that requires one says so in its `needs` attribute
-(frozenset of "values" / "greedy") and raises ValueError without it. Knobs are keyword-only
-and bound from the recipe's `advantage.params` (Registry.bind). `group_relative` marks the
+when it has them; an estimator that requires one declares it at registration (`needs`:
+"values" / "greedy") and raises ValueError without it. Knobs are keyword-only and bound from
+the recipe's `advantage.params` (Registry.bind). The mark `group_relative` flags the
 estimators whose baseline is the prompt's own group: with groups of one (rollout.group_size
 1) they give advantage 0 everywhere, so the config check refuses that pairing.
 
@@ -29,21 +29,16 @@ from torch import Tensor
 
 from rftkit.registry import Registry
 
-AdvantageFn = Callable[..., Tensor]
+AdvantageFn = Callable[..., tuple[Tensor, Tensor | None]]
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
-def estimator(name: str, needs: Iterable[str] = (), group_relative: bool = False
-              ) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register an advantage estimator and record the optional data it requires and whether
-    it normalizes within each prompt's group (then it needs groups of at least two)."""
-
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        fn.needs = frozenset(needs)
-        fn.group_relative = group_relative
-        return ADVANTAGES.register(name)(fn)
-
-    return deco
+def estimator(name: str, needs: Iterable[str] = (), group_relative: bool = False,
+              returns: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register an advantage estimator with the optional data it requires, whether it
+    normalizes within each prompt's group (then it needs groups of at least two) and whether
+    it also returns value targets (a critic can train on them)."""
+    return ADVANTAGES.register(name, needs=needs, group_relative=group_relative, returns=returns)
 
 
 def group_stats(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,7 +90,7 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Te
     adv = r - mean
     if normalize_std:
         adv = adv / (std + eps)
-    return broadcast(adv, mask)
+    return broadcast(adv, mask), None
 
 
 @estimator("dr_grpo", group_relative=True)
@@ -108,7 +103,7 @@ def dr_grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values:
     Shapes: rewards [N] or [N, T], group_ids [N], mask [N, T] -> [N, T].
     """
     r = seq_rewards(rewards, mask)
-    return broadcast(r - group_stats(r, group_ids)[0], mask)
+    return broadcast(r - group_stats(r, group_ids)[0], mask), None
 
 
 @estimator("rloo", group_relative=True)
@@ -124,7 +119,7 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Te
     r = seq_rewards(rewards, mask)
     mean, _, count = group_stats(r, group_ids)
     scale = torch.where(count > 1, count / (count - 1).clamp(min=1), torch.zeros_like(count))
-    return broadcast(scale * (r - mean), mask)
+    return broadcast(scale * (r - mean), mask), None
 
 
 @estimator("lite_ppo", group_relative=True)
@@ -141,7 +136,7 @@ def lite_ppo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values
     """
     r = seq_rewards(rewards, mask)
     std = r.std() if r.numel() > 1 else r.new_zeros(())
-    return broadcast((r - group_stats(r, group_ids)[0]) / (std + eps), mask)
+    return broadcast((r - group_stats(r, group_ids)[0]) / (std + eps), mask), None
 
 
 @estimator("reinforce")
@@ -153,7 +148,7 @@ def reinforce_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, value
     (https://doi.org/10.1007/BF00992696). High variance; a reference point for the others.
     Shapes: rewards [N] or [N, T], group_ids [N] (unused), mask [N, T] -> [N, T].
     """
-    return broadcast(seq_rewards(rewards, mask), mask)
+    return broadcast(seq_rewards(rewards, mask), mask), None
 
 
 @estimator("remax", needs={"greedy"})
@@ -166,7 +161,7 @@ def remax_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: T
     Shapes: rewards [N] or [N, T], greedy_rewards [N], mask [N, T] -> [N, T].
     """
     base = _require(greedy_rewards, "greedy_rewards", "remax")
-    return broadcast(seq_rewards(rewards, mask) - base.float(), mask)
+    return broadcast(seq_rewards(rewards, mask) - base.float(), mask), None
 
 
 @estimator("psr")
@@ -179,7 +174,7 @@ def psr_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Ten
     `compute_psr_nsr_outcome_advantage` (advantage='positive': A = return = r).
     Shapes: rewards [N] or [N, T] (binary), mask [N, T] -> [N, T].
     """
-    return broadcast(seq_rewards(rewards, mask), mask)
+    return broadcast(seq_rewards(rewards, mask), mask), None
 
 
 @estimator("nsr")
@@ -191,7 +186,7 @@ def nsr_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Ten
     (advantage='negative': A = return - 1). Shapes: rewards [N] or [N, T] (binary),
     mask [N, T] -> [N, T].
     """
-    return broadcast(seq_rewards(rewards, mask) - 1.0, mask)
+    return broadcast(seq_rewards(rewards, mask) - 1.0, mask), None
 
 
 @estimator("w_reinforce")
@@ -206,7 +201,7 @@ def w_reinforce_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, val
     Shapes: rewards [N] or [N, T], mask [N, T] -> [N, T].
     """
     r = seq_rewards(rewards, mask)
-    return broadcast(positive_weight * r - (1.0 - r), mask)
+    return broadcast(positive_weight * r - (1.0 - r), mask), None
 
 
 # ---- return-based (token-level) estimators ------------------------------------------------
@@ -285,7 +280,7 @@ def reinforce_pp_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, va
     Shapes: rewards [N] or [N, T], mask [N, T] -> [N, T].
     """
     returns = discounted_returns(token_rewards(rewards, mask), mask, gamma)
-    return masked_whiten(returns, mask)
+    return masked_whiten(returns, mask), None
 
 
 @estimator("reinforce_pp_baseline", group_relative=True)
@@ -300,10 +295,10 @@ def reinforce_pp_baseline_advantages(rewards: Tensor, group_ids: Tensor, mask: T
     Shapes: rewards [N] or [N, T], group_ids [N], mask [N, T] -> [N, T].
     """
     r = seq_rewards(rewards, mask)
-    return masked_whiten(broadcast(r - group_stats(r, group_ids)[0], mask), mask)
+    return masked_whiten(broadcast(r - group_stats(r, group_ids)[0], mask), mask), None
 
 
-@estimator("gae", needs={"values"})
+@estimator("gae", needs={"values"}, returns=True)
 def gae_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None = None,
                    greedy_rewards: Tensor | None = None, *, gamma: float = 1.0, lam: float = 0.95,
                    whiten: bool = True) -> Tensor:
@@ -319,7 +314,8 @@ def gae_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Ten
     """
     v = _require(values, "values", "gae").float()
     adv = _gae_raw(token_rewards(rewards, mask), v, mask, gamma, lam)
-    return masked_whiten(adv, mask) if whiten else adv
+    returns = (adv + v) * mask  # = gae_returns(rewards, mask, values, gamma=gamma, lam=lam)
+    return (masked_whiten(adv, mask) if whiten else adv), returns
 
 
 def gae_returns(rewards: Tensor, mask: Tensor, values: Tensor, *, gamma: float = 1.0,

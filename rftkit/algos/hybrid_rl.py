@@ -13,12 +13,14 @@ branches never divide by it. Registered on import of `rftkit.algos.hybrid`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from rftkit.algos.hybrid_sft import need
-from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import POLICY_LOSSES, _log_ratio, masked_mean, ratio_metrics
+from rftkit.algos.kl import KL_ESTIMATORS, KLName
+from rftkit.algos.losses import POLICY_LOSSES, AggName, _log_ratio, masked_mean, ratio_metrics
 from rftkit.algos.objectives import LossInputs, aggregate, entropy_top_mask, objective
 
 
@@ -52,7 +54,7 @@ def _off_metrics(metrics: dict, logp: Tensor, weight: Tensor, mask: Tensor, off_
     return metrics
 
 
-@POLICY_LOSSES.register("luffy")
+@POLICY_LOSSES.register("luffy", extra_inputs=("offpolicy",))
 def luffy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                offpolicy: Tensor | None = None, *, gamma: float = 0.1, clip_low: float = 0.2,
                clip_high: float = 0.2, on_clip: bool = True) -> tuple[Tensor, dict]:
@@ -75,10 +77,9 @@ def luffy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     return loss, _off_metrics(metrics, logp, shaped, mask, off_tok)
 
 
-luffy_loss.extra_inputs = ("offpolicy",)
 
 
-@POLICY_LOSSES.register("rl_plus")
+@POLICY_LOSSES.register("rl_plus", extra_inputs=("offpolicy",))
 def rl_plus_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                  offpolicy: Tensor | None = None, *, clip_low: float = 0.2, clip_high: float = 0.2,
                  explore_exp: float = 0.5) -> tuple[Tensor, dict]:
@@ -101,7 +102,6 @@ def rl_plus_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
     return loss, _off_metrics(metrics, logp, ratio, mask, off_tok)
 
 
-rl_plus_loss.extra_inputs = ("offpolicy",)
 
 
 def _row_advantage(advantages: Tensor, mask: Tensor) -> Tensor:
@@ -120,8 +120,8 @@ def _incorrect_mask_of(inp: LossInputs) -> Tensor:
 
 
 @objective("prefix_sft", needs={"rollout"})
-def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entropy_top: float | None = 0.2,
-                         agg: str = "token_mean") -> tuple[Tensor, dict]:
+def prefix_sft_objective(inp: LossInputs, *, weighting: Literal["advantage", "nll"] = "advantage", entropy_top: float | None = 0.2,
+                         agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Prefix-RFT term on the forced demonstration-prefix tokens (prefix_mask), which the
     `policy` objective never sees (they are not in `mask`).
 
@@ -158,7 +158,7 @@ def prefix_sft_objective(inp: LossInputs, *, weighting: str = "advantage", entro
 
 
 @objective("teacher_kl", needs={"rollout", "teacher"})
-def teacher_kl_objective(inp: LossInputs, *, estimator: str = "k2", agg: str = "token_mean",
+def teacher_kl_objective(inp: LossInputs, *, estimator: KLName = "k2", agg: AggName = "token_mean",
                          only_incorrect: bool = False) -> tuple[Tensor, dict]:
     """KDRL distillation term: reverse KL(pi_theta || pi_teacher) on the student's own samples.
 

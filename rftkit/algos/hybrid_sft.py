@@ -12,6 +12,8 @@ import of `rftkit.algos.hybrid`; formulas, sources and knobs are tabled in docs/
 
 from __future__ import annotations
 
+from typing import Literal
+
 import math
 
 import torch
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import masked_mean
+from rftkit.algos.losses import AggName, masked_mean
 from rftkit.algos.objectives import LossInputs, aggregate, demo_mask_of, objective
 
 
@@ -57,7 +59,7 @@ def _dft_tokens(inp: LossInputs) -> tuple[Tensor, Tensor]:
 
 
 @objective("dft", needs={"demos"})
-def dft_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
+def dft_objective(inp: LossInputs, *, agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Dynamic Fine-Tuning: per-token loss -sg(p) log p on the demonstration tokens.
 
     The SFT loss rescaled by the (stop-gradient) probability of each token, so its gradient is
@@ -74,7 +76,7 @@ def dft_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, 
 
 @objective("asft", needs={"demos", "ref_demos"})
 def asft_objective(inp: LossInputs, *, kl_weight: float = 0.1, anchor: str = "binary",
-                   agg: str = "token_mean") -> tuple[Tensor, dict]:
+                   agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Anchored SFT: DFT plus kl_weight x a KL anchor to the frozen reference, per token.
 
     The paper's anchor is the full next-token KL(p_ref || p_theta); LossInputs holds only the
@@ -100,7 +102,7 @@ def asft_objective(inp: LossInputs, *, kl_weight: float = 0.1, anchor: str = "bi
 
 @objective("chord_sft", needs={"demos"})
 def chord_sft_objective(inp: LossInputs, *, cutoff_prob: float = 1.0,
-                        agg: str = "token_mean") -> tuple[Tensor, dict]:
+                        agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """CHORD-phi SFT term: per-token loss -sg(phi(p)) log p with phi(p) = p (1 - p).
 
     phi down-weights tokens the policy finds near-certain or very unlikely; `cutoff_prob` < 1
@@ -172,7 +174,7 @@ def otr_token_loss(logp_all: Tensor, targets: Tensor, mask: Tensor, samples: Ten
 
 @objective("otr", needs={"demos", "demo_dist"})
 def otr_objective(inp: LossInputs, *, k: int = 256, temperature: float = 1.3, wrong_reward: float = -0.1,
-                  agg: str = "token_mean") -> tuple[Tensor, dict]:
+                  agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """One-Token Rollout: each demonstration position is a one-step RL episode scored by the gold token.
 
     K candidates per position from softmax(logits / temperature) (`otr_samples`), the per-token

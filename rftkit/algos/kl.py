@@ -10,12 +10,14 @@ The names `low_var_kl`, `abs` and `mse` are verl's `kl_penalty` modes
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 from torch import Tensor
 
-from rftkit.registry import Registry
+from rftkit.registry import PartName, Registry
 
 KL_ESTIMATORS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("KL estimator")
+KLName = Annotated[str, PartName(KL_ESTIMATORS)]
 
 
 @KL_ESTIMATORS.register("k1")

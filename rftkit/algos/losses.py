@@ -1,4 +1,4 @@
-"""Policy losses and loss aggregation: pure functions on per-token tensors (STYLE G2).
+"""Policy losses and loss aggregation: pure functions on per-token tensors.
 
     PolicyLossFn(logp [N, T], old_logp [N, T], advantages [N, T], mask [N, T], *, knobs)
         -> (per-token loss [N, T], metrics dict of floats)
@@ -8,12 +8,12 @@ The aggregation is a separate named function (verl `agg_loss` modes), chosen per
 `totals` are the whole optimizer-step batch's counts (None: `mask` is the whole batch), so the
 loss of a batch does not depend on how many micro-batches it is split into.
 A loss that needs more per-row data than the four tensors lists the LossInputs field names
-in its `extra_inputs` attribute and takes them as keyword arguments with default None (not
+in its `extra_inputs` mark (`register(name, extra_inputs=(...))`) and takes them as keyword arguments with default None (not
 knobs); the `policy` objective passes them (verl's `register_policy_loss(extra_keys=...)`).
 More losses (gspo, cispo, nft, clip_cov, kl_cov) live in `rftkit.algos.policy_losses`.
 
 A loss whose per-token value and gradient are exactly 0 wherever the advantage is 0 (and
-that reads no other row) sets `fn.inert_at_zero_advantage = True`: the update then leaves
+that reads no other row) registers with the mark `inert_at_zero_advantage=True`: the update leaves
 rows with all-zero advantages out of the forward pass (`rftkit.train.update`).
 
 Metrics (all over masked tokens): policy/clipfrac (share of tokens whose clipped branch is
@@ -25,14 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from rftkit.registry import Registry
+from rftkit.registry import PartName, PartParams, Registry
 
 POLICY_LOSSES: Registry[Callable] = Registry("policy loss")
 AGGREGATIONS: Registry[Callable[..., Tensor]] = Registry("loss aggregation")
+AggName = Annotated[str, PartName(AGGREGATIONS)]
+"""A knob naming an aggregation (checked when the config is)."""
+LossName = Annotated[str, PartName(POLICY_LOSSES)]
+LossParams = Annotated[dict | None, PartParams("loss")]
+"""Knobs of the policy loss named by the knob `loss`."""
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -152,7 +158,7 @@ def _dual_clip(loss: Tensor, advantages: Tensor, clip_c: float | None) -> tuple[
 
 # ---- policy losses --------------------------------------------------------------------------
 
-@POLICY_LOSSES.register("pg")
+@POLICY_LOSSES.register("pg", inert_at_zero_advantage=True)  # A * (finite): 0, no gradient at A = 0
 def pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tensor, dict]:
     """Vanilla policy gradient (REINFORCE): loss = -A * log pi(o_t).
 
@@ -165,7 +171,7 @@ def pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor) ->
     return -advantages * logp, ratio_metrics(lr, mask, torch.zeros_like(mask, dtype=torch.bool))
 
 
-@POLICY_LOSSES.register("ppo_clip")
+@POLICY_LOSSES.register("ppo_clip", inert_at_zero_advantage=True)
 def ppo_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
                   clip_low: float = 0.2, clip_high: float = 0.2) -> tuple[Tensor, dict]:
     """PPO clipped surrogate: -min(rho A, clip(rho, 1-eps_low, 1+eps_high) A), rho = pi/pi_old.
@@ -181,7 +187,7 @@ def ppo_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tens
     return -torch.minimum(unclipped, clipped), ratio_metrics(lr, mask, clipped < unclipped)
 
 
-@POLICY_LOSSES.register("dual_clip")
+@POLICY_LOSSES.register("dual_clip", inert_at_zero_advantage=True)
 def dual_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
                    clip_low: float = 0.2, clip_high: float = 0.2, clip_c: float = 3.0) -> tuple[Tensor, dict]:
     """Dual-clip PPO: ppo_clip, and for A < 0 the loss is capped at -c A (c > 1, default 3).
@@ -197,7 +203,7 @@ def dual_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Ten
     return loss, metrics
 
 
-@POLICY_LOSSES.register("gppo")
+@POLICY_LOSSES.register("gppo", inert_at_zero_advantage=True)
 def gppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
               clip_low: float = 0.2, clip_high: float = 0.28,
               clip_c: float | None = 3.0) -> tuple[Tensor, dict]:
@@ -221,6 +227,3 @@ def gppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
     metrics["policy/clipfrac_lower"] = float((capped & mask.bool()).sum() / mask.bool().sum().clamp(min=1))
     return loss, metrics
 
-
-for _fn in (pg_loss, ppo_clip_loss, dual_clip_loss, gppo_loss):
-    _fn.inert_at_zero_advantage = True  # every term is A * (something finite): 0 with 0 gradient at A = 0

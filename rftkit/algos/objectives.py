@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from rftkit.algos import policy_losses as _policy_losses  # noqa: F401  (registers more losses)
-from rftkit.algos.kl import KL_ESTIMATORS
-from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, masked_mean, totals_of
-from rftkit.registry import Registry
+from rftkit.algos.kl import KL_ESTIMATORS, KLName
+from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, AggName, LossName, LossParams, masked_mean, totals_of
+from rftkit.registry import Bound, Registry
 
 
 @dataclass
@@ -100,18 +100,13 @@ def demo_mask_of(inp: LossInputs) -> Tensor:
 OBJECTIVES: Registry[Callable] = Registry("objective")
 
 
-def objective(name: str, needs: set[str]) -> Callable:
-    """Register an objective and record what it needs from the step."""
-
-    def deco(fn: Callable) -> Callable:
-        fn.needs = frozenset(needs)
-        return OBJECTIVES.register(name)(fn)
-
-    return deco
+def objective(name: str, needs: set[str], **marks) -> Callable:
+    """Register an objective with what it needs from the step (and marks, e.g. `inert_rows`)."""
+    return OBJECTIVES.register(name, needs=needs, **marks)
 
 
 @objective("sft", needs={"demos"})
-def sft_nll(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
+def sft_nll(inp: LossInputs, *, agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Masked negative log-likelihood of the demonstration tokens (supervised fine-tuning, the
     SFT stage of Ouyang et al. 2022, arXiv:2203.02155)."""
     loss = aggregate(agg, -inp.demo_logp, inp, demo_mask_of)
@@ -158,9 +153,14 @@ def entropy_top_mask(entropy: Tensor, mask: Tensor, top: float) -> tuple[Tensor,
     return keep, metrics
 
 
-@objective("policy", needs={"rollout"})
-def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "token_mean",
-                     loss_params: dict | None = None, tis_cap: float | None = None,
+def _policy_inert(*, loss: str = "ppo_clip", entropy_mask_top: float | None = None, **_) -> bool:
+    # entropy_mask_top picks tokens by a batch-wide quantile: other rows move it.
+    return entropy_mask_top is None and POLICY_LOSSES.mark(loss, "inert_at_zero_advantage", False)
+
+
+@objective("policy", needs={"rollout"}, inert_rows=_policy_inert)
+def policy_objective(inp: LossInputs, *, loss: LossName = "ppo_clip", agg: AggName = "token_mean",
+                     loss_params: LossParams = None, tis_cap: float | None = None,
                      entropy_mask_top: float | None = None) -> tuple[Tensor, dict]:
     """Policy-gradient term: a registered policy loss aggregated by a registered mode.
 
@@ -173,7 +173,7 @@ def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "tok
     in the papers. Losses listing `extra_inputs` (nft) get those LossInputs fields.
     """
     fn = POLICY_LOSSES.bind(loss, loss_params, where="policy loss")
-    extra = {k: getattr(inp, k) for k in getattr(POLICY_LOSSES.get(loss), "extra_inputs", ())}
+    extra = {k: getattr(inp, k) for k in POLICY_LOSSES.mark(loss, "extra_inputs", ())}
     per_token, metrics = fn(inp.logp, inp.old_logp, inp.advantages, inp.mask, **extra)
     if tis_cap is not None:
         if inp.behav_logp is None:
@@ -192,26 +192,17 @@ def policy_objective(inp: LossInputs, *, loss: str = "ppo_clip", agg: str = "tok
     return value, metrics
 
 
-def _policy_inert(*, loss: str = "ppo_clip", entropy_mask_top: float | None = None, **_) -> bool:
-    # entropy_mask_top picks tokens by a batch-wide quantile: other rows move it.
-    return entropy_mask_top is None and getattr(POLICY_LOSSES.get(loss), "inert_at_zero_advantage", False)
-
-
-policy_objective.inert_rows = _policy_inert
-
-
-def inert_at_zero_advantage(fn: Callable) -> bool:
+def inert_at_zero_advantage(fn: Bound) -> bool:
     """True if the bound objective `fn` gives a rollout row exactly zero loss and gradient
     whenever the row's advantage is 0 at every trained token, whatever the other rows hold, so
     the update may leave such rows out of the forward pass. Objectives opt in with an
-    `inert_rows(**knobs) -> bool` attribute; the others (kl, entropy, value, hybrids) do not."""
-    base = getattr(fn, "func", fn)
-    check = getattr(base, "inert_rows", None)
-    return bool(check is not None and check(**getattr(fn, "keywords", {})))
+    `inert_rows(**knobs) -> bool` mark; the others (kl, entropy, value, hybrids) do not."""
+    check = fn.marks.get("inert_rows")
+    return bool(check is not None and check(**fn.knobs))
 
 
 @objective("kl", needs={"rollout", "ref"})
-def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_mean") -> tuple[Tensor, dict]:
+def kl_objective(inp: LossInputs, *, estimator: KLName = "k3", agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """KL(pi || pi_ref) penalty in the loss, as GRPO does (arXiv:2402.03300, eq. 3-4); its weight
     is the coefficient beta. For KL in the reward (PPO) see `rftkit.algos.shaping.kl_in_reward`."""
     kl = KL_ESTIMATORS.get(estimator)(inp.logp, inp.ref_logp)
@@ -220,7 +211,7 @@ def kl_objective(inp: LossInputs, *, estimator: str = "k3", agg: str = "token_me
 
 
 @objective("entropy", needs={"rollout"})
-def entropy_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tensor, dict]:
+def entropy_objective(inp: LossInputs, *, agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Mean token entropy of the policy on its samples; use a negative weight for a bonus
     (entropy regularization, Mnih et al. 2016, A3C, arXiv:1602.01783)."""
     value = aggregate(agg, inp.entropy, inp)
@@ -228,7 +219,7 @@ def entropy_objective(inp: LossInputs, *, agg: str = "token_mean") -> tuple[Tens
 
 
 @objective("value", needs={"rollout", "values"})
-def value_objective(inp: LossInputs, *, clip: float | None = 0.5, agg: str = "token_mean") -> tuple[Tensor, dict]:
+def value_objective(inp: LossInputs, *, clip: float | None = 0.5, agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Clipped critic loss 0.5 * max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2).
 
     PPO value clipping (Schulman et al. 2017, arXiv:1707.06347; the form of OpenAI baselines
@@ -257,7 +248,7 @@ def value_objective(inp: LossInputs, *, clip: float | None = 0.5, agg: str = "to
 def needs_of(names: list[str]) -> frozenset[str]:
     out: set[str] = set()
     for n in names:
-        out |= OBJECTIVES.get(n).needs
+        out |= OBJECTIVES.needs(n)
     return frozenset(out)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from rftkit.algos.losses import POLICY_LOSSES, _log_ratio, masked_mean, ratio_metrics
 
 
-@POLICY_LOSSES.register("gspo")
+@POLICY_LOSSES.register("gspo", inert_at_zero_advantage=True)  # A * s_i: s_i reads only its own row
 def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
               clip_low: float = 3e-4, clip_high: float = 4e-4) -> tuple[Tensor, dict]:
     """GSPO: PPO clipping on the length-normalized sequence ratio s_i = (pi/pi_old)(o_i)^(1/|o_i|).
@@ -36,7 +36,7 @@ def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
     return torch.maximum(l1, l2), metrics
 
 
-@POLICY_LOSSES.register("cispo")
+@POLICY_LOSSES.register("cispo", inert_at_zero_advantage=True)
 def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
                clip_low: float = 1.0, clip_high: float = 0.28) -> tuple[Tensor, dict]:
     """CISPO: loss = -sg(clip(rho, 1 - eps_low, 1 + eps_high)) * A * log pi(o_t).
@@ -53,8 +53,6 @@ def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     return -weight * advantages * logp, ratio_metrics(lr, mask, weight != ratio)
 
 
-gspo_loss.inert_at_zero_advantage = True  # A * s_i: s_i reads only its own row
-cispo_loss.inert_at_zero_advantage = True
 
 
 def _clamp_keep_grad(x: Tensor, lo: float) -> Tensor:
@@ -62,7 +60,7 @@ def _clamp_keep_grad(x: Tensor, lo: float) -> Tensor:
     return x + (x.clamp(min=lo) - x).detach()
 
 
-@POLICY_LOSSES.register("nft")
+@POLICY_LOSSES.register("nft", extra_inputs=("rewards", "group_reward_mean"))
 def nft_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
              rewards: Tensor | None = None, group_reward_mean: Tensor | None = None, *,
              neg_weight: float = 1.0, normalize: int = 1, clamp_positive: float = 0.0,
@@ -102,7 +100,6 @@ def nft_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     return loss, ratio_metrics(lr, mask, torch.zeros_like(mask, dtype=torch.bool))
 
 
-nft_loss.extra_inputs = ("rewards", "group_reward_mean")
 
 
 def _centered_cov(advantages: Tensor, logp: Tensor, mask: Tensor) -> Tensor:

@@ -1,20 +1,29 @@
-"""Reward shaping the loop applies between verification and advantages: pure functions.
+"""Reward transforms: between verification and advantages, pure functions registered by name.
+
+    RewardTransformFn(rewards [N] or [N, T], batch: RewardBatch, *, knobs) -> Shaped
+
+A stage lists them in order (`rollout.rewards`); each gets the rewards (and the loss mask) the
+previous one returned. Sequence rewards stay [N]; a token-level transform (KL in the reward)
+returns [N, T], which only the advantage estimator reads (`RolloutBatch.rewards` keeps the last
+[N] rewards). `Shaped.kl_coef` carries the adaptive KL coefficient to the next step. The math
+they use is below them as plain functions:
 
     kl_in_reward          rewards [N] or [N, T] -> token rewards [N, T] minus beta * KL  (PPO/ReFT)
     adaptive_kl_coef      beta_t -> beta_{t+1} (Ziegler et al. adaptive controller)
     dapo_overlong_penalty lengths [N] -> soft overlong penalty [N] (DAPO eq. 13)
-    zero_variance_groups  rewards [N], group_ids [N] -> bool [N] (groups with one reward value)
-
-None of these is registered: the loop calls them by name where its config says so.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from rftkit.algos.advantages import token_rewards
-from rftkit.algos.kl import KL_ESTIMATORS
+from rftkit.algos.kl import KL_ESTIMATORS, KLName
+from rftkit.registry import Registry
 
 
 def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float,
@@ -66,19 +75,71 @@ def dapo_overlong_penalty(lengths: Tensor, max_len: int, cache_len: int) -> Tens
     return torch.where(length > max_len, torch.full_like(length, -1.0), out)
 
 
-def zero_variance_groups(rewards: Tensor, group_ids: Tensor) -> Tensor:
-    """Rows whose group's rewards are all equal (they get zero group-relative advantage).
+@dataclass(frozen=True)
+class RewardBatch:
+    """What a reward transform may read, all for the collated rows: mask [N, T] (trained
+    completion tokens), lengths [N] (completion tokens), truncated [N] bool (hit the budget),
+    offpolicy [N] bool (demonstration rows), logp [N, T] (behaviour log-probs), ref_logp [N, T]
+    (None unless the transform needs "ref"), max_new_tokens, kl_coef (the adaptive coefficient
+    carried across steps, None at a stage's start), rollouts (G x prompts per step)."""
 
-    DAPO dynamic sampling drops these groups (arXiv:2503.14476, constraint
-    0 < #correct < G); log their share every step (vanishing gradients, arXiv:2310.20703).
-    Shapes: rewards [N], group_ids [N] -> bool [N].
-    """
-    r = rewards.float()
-    _, inv = torch.unique(group_ids, return_inverse=True)
-    k = int(inv.max()) + 1
-    hi = torch.full((k,), -float("inf"), device=r.device).scatter_reduce(0, inv, r, reduce="amax")
-    lo = torch.full((k,), float("inf"), device=r.device).scatter_reduce(0, inv, r, reduce="amin")
-    return (hi == lo)[inv]
+    mask: Tensor
+    lengths: Tensor
+    truncated: Tensor
+    offpolicy: Tensor
+    logp: Tensor
+    ref_logp: Tensor | None
+    max_new_tokens: int
+    kl_coef: float | None
+    rollouts: int
 
 
-__all__ = ["kl_in_reward", "adaptive_kl_coef", "dapo_overlong_penalty", "zero_variance_groups"]
+@dataclass(frozen=True)
+class Shaped:
+    rewards: Tensor
+    mask: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    kl_coef: float | None = None
+
+
+REWARD_TRANSFORMS: Registry[Callable[..., Shaped]] = Registry("reward transform")
+
+
+@REWARD_TRANSFORMS.register("dapo_overlong")
+def dapo_overlong(rewards: Tensor, batch: RewardBatch, *, cache: int = 8) -> Shaped:
+    """DAPO soft overlong punishment (arXiv:2503.14476, eq. 13) over the last `cache` tokens of
+    the budget, added to each sampled row's reward (demonstration rows are left alone)."""
+    pen = dapo_overlong_penalty(batch.lengths, batch.max_new_tokens, cache)
+    return Shaped(rewards + pen * (~batch.offpolicy).to(pen.dtype), batch.mask)
+
+
+@REWARD_TRANSFORMS.register("mask_truncated")
+def mask_truncated(rewards: Tensor, batch: RewardBatch) -> Shaped:
+    """DAPO overlong filtering (arXiv:2503.14476, section 3.4): completions that hit the token
+    budget are left out of the loss (mask 0); their reward still counts for the group."""
+    return Shaped(rewards, batch.mask * (~batch.truncated).to(batch.mask.dtype)[:, None])
+
+
+@REWARD_TRANSFORMS.register("length_penalty")
+def length_penalty(rewards: Tensor, batch: RewardBatch, *, coef: float = 0.1) -> Shaped:
+    """A linear cost on length: r - coef * L / max_new_tokens for sampled rows (the simplest
+    length penalty; its coefficient is the user's, not a paper's)."""
+    pen = coef * batch.lengths.to(rewards.dtype) / batch.max_new_tokens
+    return Shaped(rewards - pen * (~batch.offpolicy).to(rewards.dtype), batch.mask)
+
+
+@REWARD_TRANSFORMS.register("kl_penalty", needs={"ref"})
+def kl_penalty(rewards: Tensor, batch: RewardBatch, *, coef: float = 0.01, estimator: KLName = "k1",
+               target: float | None = None, horizon: int = 10000) -> Shaped:
+    """KL(pi || ref) subtracted from the token rewards (`kl_in_reward`), with Ziegler et al.'s
+    adaptive coefficient when `target` is set (`adaptive_kl_coef`, towards `target` KL per
+    token over `horizon` rollouts); `coef` is the coefficient at the stage's start."""
+    beta = coef if batch.kl_coef is None else batch.kl_coef
+    shaped = kl_in_reward(rewards, batch.logp, batch.ref_logp, batch.mask, beta, estimator)
+    kl = float(((batch.logp - batch.ref_logp) * batch.mask).sum() / batch.mask.sum().clamp(min=1))
+    nxt = beta if target is None else adaptive_kl_coef(beta, kl, target, horizon, batch.rollouts)
+    return Shaped(shaped, batch.mask, {"policy/kl_reward": kl, "policy/kl_coef": beta}, kl_coef=nxt)
+
+
+__all__ = ["REWARD_TRANSFORMS", "RewardBatch", "Shaped", "adaptive_kl_coef", "dapo_overlong_penalty",
+           "kl_in_reward"]

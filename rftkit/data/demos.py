@@ -3,7 +3,7 @@
     provider(problems, batch, rng) -> (list of (problem, completion), metrics)
 
 `problems` are the step's prompts; `batch` is the step's scored rollouts (None when the stage
-has none). A provider that reads rollouts says so in `needs = {"rollout"}`, so a stage whose
+has none). A provider that reads rollouts registers with `needs={"rollout"}`, so a stage whose
 only objective is SFT still samples (RAFT). Stateful providers (ReLIFT's buffer) keep their
 state as JSON through checkpoints. Each is registered by name; knobs are keyword-only.
 
@@ -30,8 +30,6 @@ Pairs = list[tuple[Problem, str]]
 
 
 class DemoProvider(Protocol):
-    needs: frozenset[str]
-
     def __call__(self, problems: list[Problem], batch: RolloutBatch | None,
                  rng: random.Random) -> tuple[Pairs, dict[str, float]]: ...
 
@@ -44,8 +42,6 @@ DEMO_SOURCES: Registry[type] = Registry("demonstration source")
 
 
 class _Stateless:
-    needs: frozenset[str] = frozenset()
-
     def __init__(self, pool: list[Problem]) -> None:
         self.index = {p.prompt: i for i, p in enumerate(pool)}
         self.pool = pool
@@ -90,7 +86,7 @@ class NoisyDemos(_Stateless):
         return out, {}
 
 
-@DEMO_SOURCES.register("relift")
+@DEMO_SOURCES.register("relift", needs={"rollout"})
 class ReLIFTBuffer(_Stateless):
     """ReLIFT (Ma et al. 2025, "Learning What Reinforcement Learning Can't", arXiv:2506.07527).
 
@@ -100,7 +96,6 @@ class ReLIFTBuffer(_Stateless):
     mix/demos_used (cumulative demonstrations consumed).
     """
 
-    needs = frozenset({"rollout"})
 
     def __init__(self, pool: list[Problem], *, size: int = 16) -> None:
         super().__init__(pool)
@@ -126,13 +121,12 @@ class ReLIFTBuffer(_Stateless):
         self.buffer, self.used = list(state["buffer"]), int(state["used"])
 
 
-@DEMO_SOURCES.register("self_correct")
+@DEMO_SOURCES.register("self_correct", needs={"rollout"})
 class SelfCorrect(_Stateless):
     """Rejection-sampling fine-tuning: RAFT (arXiv:2304.06767), ReST-EM (arXiv:2312.06585),
     expert iteration. The step's verified-correct on-policy samples, up to `per_prompt` per
     prompt, become the SFT targets. Metric: mix/self_demos."""
 
-    needs = frozenset({"rollout"})
 
     def __init__(self, pool: list[Problem], *, per_prompt: int = 1) -> None:
         super().__init__(pool)
@@ -146,13 +140,12 @@ class SelfCorrect(_Stateless):
         return out, {"mix/self_demos": float(len(out))}
 
 
-@DEMO_SOURCES.register("s3ft")
+@DEMO_SOURCES.register("s3ft", needs={"rollout"})
 class S3FTDemos(_Stateless):
     """S3FT (Gupta et al. 2024, "Selective Self-to-Supervised Fine-Tuning", arXiv:2502.08130):
     per prompt, the model's own correct response when it has one, otherwise the gold one.
     Metric: mix/own_fraction."""
 
-    needs = frozenset({"rollout"})
 
     def __call__(self, problems, batch, rng):
         out: Pairs = []
@@ -168,7 +161,7 @@ class S3FTDemos(_Stateless):
         return out, {"mix/own_fraction": own / max(1, len(out))}
 
 
-@DEMO_SOURCES.register("metis")
+@DEMO_SOURCES.register("metis", needs={"rollout"})
 class MetisDemos(_Stateless):
     """Metis-RISE's targeted SFT (Qiu et al. 2025, arXiv:2506.13056): prompts bucketed by the
     group pass rate r of the current policy. r = 0 (capability absent): the expert (gold)
@@ -176,7 +169,6 @@ class MetisDemos(_Stateless):
     model's own correct samples (self-distilled trajectory) if `self_distill`, else the gold
     one; r >= skip_above: no target. Metrics: mix/expert_fraction, mix/self_fraction."""
 
-    needs = frozenset({"rollout"})
 
     def __init__(self, pool: list[Problem], *, skip_above: float = 1.0, self_distill: bool = True) -> None:
         super().__init__(pool)

@@ -1,7 +1,7 @@
 """Per-prompt statistics and the prompt pool that curricula share (docs/curricula.md).
 
 `PromptStats` is what one step learned about one sampled prompt (the loop builds them in
-`train/rollout_phase.py`). `PromptPool` keeps, for every prompt seen so far, a window of its
+`train/step.py`). `PromptPool` keeps, for every prompt seen so far, a window of its
 recent pass rates, reward stds and mean |advantage|, how often and when (which `update`
 call) it was last seen; and, per source label and per difficulty level, a window of the same
 quantities with a sample count. Samplers read it; its state is plain JSON (lists of floats,

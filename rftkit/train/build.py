@@ -1,8 +1,9 @@
-"""Builders: turn config objects into the plain parts a stage runs with (STYLE G5).
+"""Builders: turn config objects into the plain parts a stage runs with.
 
 This is the only place in `train/` that reads config classes; parts get plain arguments.
-`check_names` resolves every registered name and params of a config up front, so a typo
-fails before any training with the config path in the message.
+`check_names` binds every registered part of a config up front, nested names and knobs
+included (`Registry.bind`), so a typo fails before any training with the config path in the
+message; `stage_parts` binds them again into the `StepParts` a stage runs with.
 """
 
 from __future__ import annotations
@@ -14,49 +15,57 @@ from pathlib import Path
 import torch
 
 from rftkit.algos.advantages import ADVANTAGES
-from rftkit.algos.kl import KL_ESTIMATORS
+from rftkit.algos.layouts import GROUP_LAYOUTS
 from rftkit.algos.objectives import OBJECTIVES
+from rftkit.algos.resample import RESAMPLERS
 from rftkit.algos.schedules import SCHEDULES
+from rftkit.algos.shaping import REWARD_TRANSFORMS
 from rftkit.config import Config, ObjectiveCfg, StageCfg
 from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
 from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
-from rftkit.registry import RegistryError
+from rftkit.registry import Bound, RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
 import rftkit.rewards  # noqa: F401,E402  (registers math, numeric, unit_tests, ... verifiers)
 from rftkit.train.controllers import CONTROLLERS
 from rftkit.train.critic import Critic
-from rftkit.train.rollout_phase import RLOptions
 from rftkit.train.step import StepParts, Term
 
 
+def stage_binds(s: StageCfg) -> dict[str, Bound | list[Bound]]:
+    """Every registered part of a stage, bound with its knobs (raises RegistryError, whose
+    message names the key as a recipe or an override writes it)."""
+    w = f"stages.{s.name}"
+    r = s.rollout
+    return {
+        "objectives": [OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives.{o.name}") for o in s.objectives],
+        "weights": [SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives.{o.name}.weight")
+                    for o in s.objectives if not isinstance(o.weight, float)],
+        "advantage": ADVANTAGES.bind(s.advantage.name, s.advantage.params, where=f"{w}.advantage"),
+        "sampler": SAMPLERS.bind(s.sampler.name, s.sampler.params, where=f"{w}.sampler"),
+        "demos": DEMO_SOURCES.bind(s.demos.name, s.demos.params, where=f"{w}.demos"),
+        "controller": [CONTROLLERS.bind(s.controller.name, s.controller.params, where=f"{w}.controller")]
+        if s.controller else [],
+        "layout": GROUP_LAYOUTS.bind(r.groups.name, r.groups.params, where=f"{w}.rollout.groups"),
+        "resamplers": [RESAMPLERS.bind(p.name, p.params, where=f"{w}.rollout.resample.{p.name}") for p in r.resample],
+        "transforms": [REWARD_TRANSFORMS.bind(p.name, p.params, where=f"{w}.rollout.rewards.{p.name}")
+                       for p in r.rewards],
+    }
+
+
 def check_names(cfg: Config) -> None:
-    """Every registered name in the config exists and its params are real knobs."""
+    """Every registered name in the config exists and its params (nested ones too) are real knobs."""
     try:
         GENERATORS.bind(cfg.rollout.engine, {}, where="rollout.engine")
         for i, t in enumerate(cfg.data.tasks):
             TASKS.bind(t.name, t.params, where=f"data.tasks.{t.label or i}")
-        for i, s in enumerate(cfg.stages):
-            w = f"stages.{s.name}"  # as an override addresses it
-            ADVANTAGES.bind(s.advantage.name, s.advantage.params, where=f"{w}.advantage")
-            SAMPLERS.bind(s.sampler.name, s.sampler.params, where=f"{w}.sampler")
-            DEMO_SOURCES.bind(s.demos.name, s.demos.params, where=f"{w}.demos")
-            for j, o in enumerate(s.objectives):
-                OBJECTIVES.bind(o.name, o.params, where=f"{w}.objectives.{j}")
-                if not isinstance(o.weight, float):
-                    SCHEDULES.bind(o.weight.name, o.weight.params, where=f"{w}.objectives.{j}.weight")
-            if s.controller is not None:
-                CONTROLLERS.bind(s.controller.name, s.controller.params, where=f"{w}.controller")
-            if not isinstance(s.rl.prefix_ratio, float):
-                SCHEDULES.bind(s.rl.prefix_ratio.name, s.rl.prefix_ratio.params, where=f"{w}.rl.prefix_ratio")
+        for s in cfg.stages:
+            stage_binds(s)
     except RegistryError as e:
         raise ConfigError(str(e)) from None
-    for s in cfg.stages:
-        if s.rl.kl_reward_estimator not in KL_ESTIMATORS:
-            raise ConfigError(f"stages.{s.name}.rl.kl_reward_estimator: unknown '{s.rl.kl_reward_estimator}'; valid: {', '.join(KL_ESTIMATORS.names())}")
     task_names = {t.label or t.name for t in cfg.data.tasks}
     for s in cfg.stages:
         unknown = sorted(set(s.tasks or []) - task_names)
@@ -116,28 +125,40 @@ def check_bounds(cfg: Config) -> None:
     """The bounds that depend on registered parts or on this machine (the others are in
     `rftkit.config`)."""
     check_device(cfg.model.device)
-    r = cfg.rollout
     try:
         for s in cfg.stages:
-            needs = set().union(*(OBJECTIVES.get(o.name).needs for o in s.objectives))
-            rolls_out = "rollout" in needs or s.rl.kl_reward_coef > 0
-            if rolls_out and r.group_size < 2 and ADVANTAGES.get(s.advantage.name).group_relative:
-                raise bound_error("rollout.group_size", r.group_size, (
-                    f"should be at least 2 with stages.{s.name}.advantage '{s.advantage.name}': it compares each "
-                    f"rollout with the others of its prompt's group, so groups of one get advantage 0 and "
-                    f"nothing trains"))
-            # update_policy pairs the i-th rollout slice with the i-th demonstration slice, so the
-            # smaller batch (one demonstration per prompt) bounds the minibatches
-            rows, what = ((s.batch_size, f"batch_size {s.batch_size}, one demonstration per prompt")
-                          if "demos" in needs else
-                          (s.batch_size * r.group_size, f"batch_size {s.batch_size} x rollout.group_size "
-                                                        f"{r.group_size}"))
-            if s.minibatches > rows:
-                raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
-                    f"should be at most {rows}: a step has {rows} rows ({what}), and a minibatch "
-                    f"needs at least one"))
+            _check_stage(s, stage_binds(s), cfg.rollout)
     except RegistryError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_stage(s: StageCfg, binds: dict, r) -> None:
+    needs = set().union(*(o.needs for o in binds["objectives"]))
+    rolls_out = "rollout" in _needs(binds)
+    if "values" in needs and not binds["advantage"].marks.get("returns"):
+        raise bound_error(f"stages.{s.name}.advantage", s.advantage.name, (
+            "should be an estimator that also gives value targets (gae): an objective of the stage trains a critic"))
+    ro = s.rollout
+    if not rolls_out and (ro.resample or ro.rewards or ro.groups.name != "on_policy"):
+        raise ConfigError(f"stages.{s.name}.rollout: the stage samples no rollouts (no objective needs them), so "
+                          f"its groups / resample / rewards parts would do nothing; remove them")
+    for t in binds["transforms"]:
+        cache = t.knobs.get("cache", 8) if t.name == "dapo_overlong" else None
+        if cache is not None and not 0 < cache <= r.max_new_tokens:
+            raise bound_error(f"stages.{s.name}.rollout.rewards.dapo_overlong.params.cache", cache, (
+                f"should be in 1..rollout.max_new_tokens ({r.max_new_tokens}): the penalty window is the last "
+                f"`cache` tokens of the generation budget"))
+    if rolls_out and r.group_size < 2 and binds["advantage"].marks.get("group_relative"):
+        raise bound_error("rollout.group_size", r.group_size, (
+            f"should be at least 2 with stages.{s.name}.advantage '{s.advantage.name}': it compares each rollout "
+            f"with the others of its prompt's group, so groups of one get advantage 0 and nothing trains"))
+    # update_policy pairs the i-th rollout slice with the i-th demonstration slice, so the
+    # smaller batch (one demonstration per prompt) bounds the minibatches
+    rows, what = ((s.batch_size, f"batch_size {s.batch_size}, one demonstration per prompt") if "demos" in needs
+                  else (s.batch_size * r.group_size, f"batch_size {s.batch_size} x rollout.group_size {r.group_size}"))
+    if s.minibatches > rows:
+        raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
+            f"should be at most {rows}: a step has {rows} rows ({what}), and a minibatch needs at least one"))
 
 
 def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:
@@ -232,20 +253,16 @@ def lr_fn(base_lr: float, warmup: int, schedule: str, steps: int, start: int):
     return lr_at
 
 
-def _needs(terms: list[Term], advantage_fn, provider, stage: StageCfg) -> frozenset[str]:
-    needs = set().union(*(t.fn.needs for t in terms)) | set(getattr(advantage_fn, "needs", ()))
+def _needs(binds: dict) -> frozenset[str]:
+    """What the stage's step computes: the union of its parts' needs; a demonstration source
+    that reads rollouts, or any rollout-side part, implies a rollout."""
+    parts = [*binds["objectives"], binds["advantage"], binds["layout"], *binds["resamplers"], *binds["transforms"]]
+    needs = set().union(*(p.needs for p in parts))
     if "demos" in needs:
-        needs |= set(provider.needs)
-    if stage.rl.kl_reward_coef > 0:
-        needs |= {"ref", "rollout"}
+        needs |= binds["demos"].needs
+    if any(p.needs for p in [binds["layout"], *binds["resamplers"], *binds["transforms"]]):
+        needs.add("rollout")
     return frozenset(needs)
-
-
-def _bound_objective(o: ObjectiveCfg):
-    fn = OBJECTIVES.bind(o.name, o.params)
-    if not hasattr(fn, "needs"):  # functools.partial hides the attribute; keep it reachable
-        fn.needs = fn.func.needs
-    return fn
 
 
 def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.optim.Optimizer:
@@ -255,24 +272,11 @@ def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
 
 
-def rl_options(stage: StageCfg) -> RLOptions:
-    d = stage.rl.model_dump()
-    ratio = stage.rl.prefix_ratio
-    if not isinstance(ratio, float):
-        sched = SCHEDULES.bind(ratio.name, ratio.params)
-        d["prefix_ratio"] = lambda progress: float(sched(progress))
-    d["hint_levels"] = tuple(d["hint_levels"])
-    return RLOptions(**d)
-
-
 def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: int, stage_start: int) -> StepParts:
     """Everything one stage's steps run with; the loop adds the reference model when needed."""
-    terms = [Term(o.name, _bound_objective(o), weight_fn(o)) for o in stage.objectives]
-    advantage_fn = ADVANTAGES.bind(stage.advantage.name, stage.advantage.params)
-    if not hasattr(advantage_fn, "needs"):
-        advantage_fn.needs = advantage_fn.func.needs
-    provider = DEMO_SOURCES.bind(stage.demos.name, stage.demos.params)(pool)
-    needs = _needs(terms, advantage_fn, provider, stage)
+    binds = stage_binds(stage)
+    terms = [Term(o.name, fn, weight_fn(o)) for o, fn in zip(stage.objectives, binds["objectives"], strict=True)]
+    needs = _needs(binds)
     critic = Critic(model) if "values" in needs else None
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     r = cfg.rollout
@@ -280,15 +284,16 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
         model=model, ref_model=None, critic=critic, teacher=None, rewards=None, tok=tok,
         generator=GENERATORS.bind(r.engine)(model, tok),
         optimizer=_optimizer(model, critic, lr, cfg, stage),
-        sampler=SAMPLERS.bind(stage.sampler.name, stage.sampler.params)(pool, sampler_seed),
-        pool=pool, terms=terms, needs=needs, advantage_fn=advantage_fn,
-        demo_provider=provider,
-        controller=CONTROLLERS.bind(stage.controller.name, stage.controller.params)() if stage.controller else None,
+        sampler=binds["sampler"](pool, sampler_seed),
+        pool=pool, terms=terms, needs=needs,
+        layout=binds["layout"], resamplers=binds["resamplers"], transforms=binds["transforms"],
+        advantage=binds["advantage"], demo_provider=binds["demos"](pool),
+        controller=binds["controller"][0]() if binds["controller"] else None,
         sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                 top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),
-        rl=rl_options(stage),
         batch_size=stage.batch_size, update_epochs=stage.update_epochs, minibatches=stage.minibatches,
-        grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip,
+        grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip, skip_inert_rows=stage.rl.skip_inert_rows,
+        ref_reset_every=stage.rl.ref_reset_every,
         lr_at=lr_fn(lr, stage.warmup_steps, stage.lr_schedule, stage.steps, stage_start),
     )
 

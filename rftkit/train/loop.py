@@ -222,7 +222,7 @@ def train_stage(run: Run) -> None:
     parts.rewards = run.rewards
     update = UpdateState(**st.update)
     if st.stage_step == 0:
-        update.kl_coef = stage.rl.kl_reward_coef
+        update.kl_coef = None  # a KL-in-reward transform starts from its own `coef`
     else:  # resuming inside this stage: restore what the step mutates
         load_checkpoint(latest_checkpoint(run.dir), run.model, parts.optimizer, _extra_modules(parts))
         parts.sampler.load_state_dict(st.sampler)
@@ -302,7 +302,7 @@ def _extra_modules(parts: StepParts) -> dict:
     The reference is saved only when ProRL resets move it; otherwise resuming rebuilds it from
     models/<previous stage>, and an HF run's checkpoints do not carry a second full model.
     """
-    ref = parts.ref_model if parts.rl.ref_reset_every else None
+    ref = parts.ref_model if parts.ref_reset_every else None
     return {k: m for k, m in (("critic", parts.critic), ("ref", ref)) if m is not None}
 
 

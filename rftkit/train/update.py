@@ -27,7 +27,7 @@ class UpdateState:
 
     bad_in_row: int = 0
     bad_total: int = 0
-    kl_coef: float = 0.0
+    kl_coef: float | None = None
 
 
 def _slices(n: int, parts: int) -> list[slice]:
@@ -117,7 +117,7 @@ def _active_rows(parts, batch: RolloutBatch | None, weights: dict[str, float]) -
     forwarded: in GRPO that is every group whose rewards are all equal. The aggregation still
     counts its tokens (it sees the whole [N, T] mask), so the loss is unchanged.
     """
-    if batch is None or not parts.rl.skip_inert_rows or parts.controller is not None or parts.critic is not None:
+    if batch is None or not parts.skip_inert_rows or parts.controller is not None or parts.critic is not None:
         return None
     if not all(inert_at_zero_advantage(t.fn) for t in parts.terms
                if weights[t.name] != 0.0 and "rollout" in t.fn.needs):

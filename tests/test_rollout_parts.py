@@ -1,0 +1,115 @@
+"""The rollout half as registered parts: nested names and knobs are checked before anything
+trains, and a user adds a resampler and a reward transform from a file outside the package."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rftkit.algos.layouts import GROUP_LAYOUTS, RowSpec
+from rftkit.algos.resample import RESAMPLERS, ResampleCtx
+from rftkit.cli import app
+from rftkit.config import load_config, validate
+from rftkit.errors import ConfigError
+from rftkit.registry import Need, Registry, RegistryError
+from rftkit.train.build import check_names
+from rftkit.train.loop import train
+from rftkit.types import Problem
+
+from test_recipes import shrink
+
+ROOT = Path(__file__).parents[1]
+EXAMPLE = ROOT / "examples" / "my_rollout_parts.py"
+
+TYPOS = [  # (override, the key the error must name, the suggestion it must make)
+    ("stages.rl.objectives.policy.params.loss=ppo_clipp", "loss", "ppo_clip"),
+    ("stages.rl.objectives.policy.params.agg=tokn_mean", "agg", "token_mean"),
+    ("stages.rl.objectives.policy.params.loss_params={clip_hihg: 0.3}", "loss", "clip_high"),
+    ("stages.rl.objectives=[{name: kl, params: {estimator: k4}}]", "estimator", "k3"),
+    ("stages.rl.objectives=[{name: policy, weight: {name: cosin}}]", "weight", "cosine"),
+    ("stages.rl.rollout.resample=[{name: dynamic_sampling, params: {mode: refil}}]", "mode", "refill"),
+    ("stages.rl.rollout.resample=[{name: dynamic_samplin}]", "rollout.resample", "dynamic_sampling"),
+    ("stages.rl.rollout.rewards=[{name: kl_penalty, params: {estimater: k1}}]", "kl_penalty", "estimator"),
+    ("stages.rl.rollout.groups={name: prefix_rft, params: {ratio: {name: cosin}}}", "ratio", "cosine"),
+    ("stages.rl.rollout.groups={name: on_polcy}", "rollout.groups", "on_policy"),
+]
+
+
+@pytest.mark.parametrize("override,key,hint", TYPOS, ids=[t[0].split("=")[0] + "=" + t[2] for t in TYPOS])
+def test_nested_typos_fail_before_any_stage_runs(tmp_path, override, key, hint):
+    result = CliRunner().invoke(app, ["run", "default", override, f"out_dir={tmp_path}"])
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "stages.rl" in text and key in text and f"Did you mean '{hint}'" in text, text
+    assert "Traceback" not in result.output
+    assert not any(tmp_path.iterdir()), "nothing may be written before the config is checked"
+
+
+def test_teacher_kl_estimator_is_checked(tmp_path):
+    cfg = load_config(ROOT / "rftkit" / "recipes" / "kdrl.yaml",
+                      ["stages.rl.objectives.teacher_kl.params.estimator=k22"])
+    with pytest.raises(ConfigError, match="teacher_kl.*estimator.*Did you mean 'k2'"):
+        check_names(cfg)
+
+
+def test_needs_are_one_validated_vocabulary():
+    reg = Registry("test part")
+    with pytest.raises(RegistryError, match="'rollouts' is not a valid Need"):
+        reg.register("x", needs={"rollouts"})
+    reg.register("y", needs={"rollout", "ref"})(lambda: None)
+    assert reg.needs("y") == {Need.ROLLOUT, Need.REF} and "ref" in reg.needs("y")
+
+
+def test_layouts_return_specs_and_never_generate():
+    p = Problem(task="t", prompt="q=", answer="1", verifier="exact", demo="abcd#1")
+    assert GROUP_LAYOUTS.bind("on_policy")(p, 3, 0.0) == (RowSpec(),) * 3
+    assert GROUP_LAYOUTS.bind("demo_rows", {"rows": 9})(p, 4, 0.0)[-3:] == (RowSpec(demo=True),) * 3
+    assert GROUP_LAYOUTS.bind("prefix_rft", {"rows": 1, "ratio": 0.5})(p, 2, 0.0) == (RowSpec(prefix="abc"), RowSpec())
+    no_demo = Problem(task="t", prompt="q=", answer="1", verifier="exact")
+    assert GROUP_LAYOUTS.bind("demo_rows")(no_demo, 2, 0.0) == (RowSpec(),) * 2
+    ctx = ResampleCtx(round=0, attempt=0, kept=0, target=4, problem_of=lambda i: p)
+    assert RESAMPLERS.bind("dynamic_sampling")([], ctx).more, "an empty round asks for a refill"
+
+
+def test_old_flat_rl_flags_get_the_new_spelling(tmp_path):
+    tree = {"stages": [{"name": "rl", "steps": 1, "objectives": [{"name": "policy"}],
+                        "rl": {"zero_variance": "refill", "overlong_cache": 4}}]}
+    with pytest.raises(ConfigError) as e:
+        validate(tree, "old.yaml")
+    assert "stages.rl.rl" in str(e.value) and "dynamic_sampling" in str(e.value) and "dapo_overlong" in str(e.value)
+
+
+def test_user_resampler_and_reward_transform_from_a_file_outside_the_package(tmp_path):
+    """docs/extending.md: one registered function each, plus YAML lines."""
+    tree = load_config(ROOT / "rftkit" / "recipes" / "default.yaml").model_dump(mode="json")
+    tree["imports"] = [str(EXAMPLE)]
+    rl = next(s for s in tree["stages"] if s["name"] == "rl")
+    rl["rollout"] = {"resample": [{"name": "keep_learnable", "params": {"min_correct": 1}}],
+                     "rewards": [{"name": "brevity_bonus", "params": {"bonus": 0.2, "below": 64}}]}
+    from rftkit.plugins import import_file
+
+    import_file(str(EXAMPLE))
+    cfg = validate(shrink(tree, tmp_path), "default+my_rollout_parts")
+    check_names(cfg)
+    run = train(cfg)
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    rl_rows = [r for r in rows if r.get("stage") == "rl" and "rollout/learnable_frac" in r]
+    assert rl_rows, "the user's resampler ran in every RL step"
+    assert all(r.get("reward/brevity_frac", 0) == 1.0 for r in rl_rows if "reward/mean" in r)
+
+
+def test_rollout_bounds_are_checked_before_training(tmp_path):
+    from rftkit.train.build import check_bounds
+
+    too_long = load_config(ROOT / "rftkit" / "recipes" / "dapo.yaml",
+                           ["stages.rl.rollout.rewards.dapo_overlong.params.cache=41"])
+    with pytest.raises(ConfigError, match=r"dapo_overlong\.params\.cache.*at most|1\.\.rollout\.max_new_tokens \(40\)"):
+        check_bounds(too_long)
+    unused = load_config(ROOT / "rftkit" / "recipes" / "sft.yaml",
+                         ["stages.sft.rollout.resample=[{name: dynamic_sampling}]"])
+    with pytest.raises(ConfigError, match="samples no rollouts"):
+        check_bounds(unused)
+    critic = load_config(ROOT / "rftkit" / "recipes" / "ppo.yaml", ["stages.rl.advantage={name: grpo}"])
+    with pytest.raises(ConfigError, match="value targets"):
+        check_bounds(critic)
