@@ -10,7 +10,9 @@ apply), then shrunk: it starts from `--start` (a trained micro model, so rollout
 rewards that vary and DAPO's filter, hints and prefixes all act), every stage runs at most 3
 steps of 4 prompts x 4 samples on one thread, with a small evaluation, no stage cache.
 Metrics that measure time are left out of the hash; everything else (losses, rewards,
-advantages, eval numbers) is in. Recipes for Hugging Face models (`model.path`) are skipped.
+advantages, eval numbers) is in. Recipes for Hugging Face models (`model.path`) are skipped,
+unless `--hf DIR`: then they run as tests/test_real_recipes.py runs them (a tiny random Qwen2
+built once in DIR, a few dataset rows, 3 steps).
 """
 
 from __future__ import annotations
@@ -32,10 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("time", "perf/")  # "time", "time/*": wall clock
 
 
-def shrunk(recipe: Path, start: Path, out: Path):
+def hf_config(recipe: Path, hf: Path, out: Path):
+    """The real-workload recipe on the tiny Qwen2 in `hf` with test_real_recipes' rows and sizes."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_real_recipes as real
+    from hf_fixtures import tiny_hf_model
+
+    if not (hf / "config.json").is_file():
+        tiny_hf_model(hf, "qwen2", max_pos=1024)
+    train_f, test_f = real._data(out / f"{recipe.stem}-data", real.ROWS[recipe.stem])
+    overrides = [f"out_dir={out}", f"name={recipe.stem}", f"model.path={hf}", f"data.tasks.0.params.path={train_f}",
+                 f"data.tasks.0.params.test_path={test_f}", "stage_cache=false", *real.SMALL, "stages.0.steps=3"]
+    if recipe.stem == "math_dapo":  # the 8-token budget needs a shorter overlong window
+        overrides.append("stages.rl.rollout.rewards.dapo_overlong.params.cache=4")
+    return load_config(recipe, overrides)
+
+
+def shrunk(recipe: Path, start: Path, out: Path, hf: Path | None = None):
     tree = load_config(recipe).model_dump(mode="json")
     if tree["model"].get("path"):
-        return None
+        return hf_config(recipe, hf, out) if hf is not None else None
     tree.update(out_dir=str(out), name=recipe.stem, progress=False, stage_cache=False)
     tree["model"].update(init=str(start), size="micro", threads=1)
     tree["data"].update(train_size=64, test_size=4, ood_size=4)
@@ -48,10 +66,11 @@ def shrunk(recipe: Path, start: Path, out: Path):
 
 def weights_hash(model_dir: Path) -> str:
     h = hashlib.sha256()
-    tensors = load_file(str(model_dir / "model.safetensors"))
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].to(torch.float32).contiguous().numpy().tobytes())
+    for f in sorted(model_dir.glob("*.safetensors")):  # one file, or an HF model's shards / adapter
+        tensors = load_file(str(f))
+        for k in sorted(tensors):
+            h.update(k.encode())
+            h.update(tensors[k].to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -61,8 +80,8 @@ def metrics_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fingerprint(recipe: Path, start: Path, out: Path, rehash: bool = False) -> dict:
-    cfg = shrunk(recipe, start, out)
+def fingerprint(recipe: Path, start: Path, out: Path, rehash: bool = False, hf: Path | None = None) -> dict:
+    cfg = shrunk(recipe, start, out, hf)
     if cfg is None:
         return {"skipped": "model.path (Hugging Face recipe)"}
     run_dir = cfg.run_dir
@@ -79,6 +98,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/rftkit-fingerprints"))
     ap.add_argument("--json", type=Path, required=True, help="write {recipe: fingerprint} here")
     ap.add_argument("--compare", type=Path, help="a previous --json to compare against")
+    ap.add_argument("--hf", type=Path, help="run the Hugging Face recipes on a tiny random Qwen2 built here")
     ap.add_argument("--rehash", action="store_true", help="hash the run dirs under --out again, no training")
     ap.add_argument("--only", nargs="*", help="these recipe names only")
     a = ap.parse_args()
@@ -87,7 +107,7 @@ def main() -> None:
     for r in recipes:
         if a.only and r.stem not in a.only:
             continue
-        result[r.stem] = fingerprint(r, a.start, a.out, a.rehash)
+        result[r.stem] = fingerprint(r, a.start, a.out, a.rehash, a.hf)
         print(r.stem, result[r.stem], flush=True)
     a.json.write_text(json.dumps(result, indent=1, sort_keys=True))
     if a.compare:

@@ -69,7 +69,7 @@ def dynamic_sampling(groups: list[Group], ctx: ResampleCtx, *, mode: Literal["dr
 
 @RESAMPLERS.register("ghpo_hints")
 def ghpo_hints(groups: list[Group], ctx: ResampleCtx, *, levels: tuple[float, ...] = (0.25, 0.5, 0.75)) -> Decision:
-    """GHPO (Liu et al. 2025, arXiv:2507.10628): a group whose samples all failed is sampled
+    """GHPO (arXiv:2507.10628): a group whose samples all failed is sampled
     again with the first `levels[attempt]` of its demonstration as a hint in the prompt, each
     level in turn while any group still fails. Groups without a demonstration are left alone."""
     if ctx.attempt >= len(levels):

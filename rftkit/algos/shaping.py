@@ -115,7 +115,7 @@ def dapo_overlong(rewards: Tensor, batch: RewardBatch, *, cache: int = 8) -> Sha
 
 @REWARD_TRANSFORMS.register("mask_truncated")
 def mask_truncated(rewards: Tensor, batch: RewardBatch) -> Shaped:
-    """DAPO overlong filtering (arXiv:2503.14476, section 3.4): completions that hit the token
+    """DAPO overlong filtering (arXiv:2503.14476): completions that hit the token
     budget are left out of the loss (mask 0); their reward still counts for the group."""
     return Shaped(rewards, batch.mask * (~batch.truncated).to(batch.mask.dtype)[:, None])
 
