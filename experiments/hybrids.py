@@ -62,7 +62,8 @@ def methods(steps: int, batch: int) -> dict[str, list[dict]]:
                  {**rl, "name": "train", "steps": steps - half, "objectives": [POLICY]}],
         "relift": [{**rl, "name": "train", "demos": {"name": "relift", "params": {"size": batch}},
                     "objectives": [POLICY, {"name": "sft"}]}],
-        "luffy": [{**rl, "name": "train", "rollout": {"groups": {"name": "demo_rows", "params": {"rows": 1}}}, "advantage": {"name": "dr_grpo"},
+        "luffy": [{**rl, "name": "train", "rollout": {"groups": {"name": "demo_rows", "params": {"rows": 1}}},
+                   "advantage": {"name": "dr_grpo"},
                    "objectives": [LUFFY_POLICY, {"name": "entropy", "weight": -0.001, "params": {"agg": DR}}]}],
         "prefix_rft": [{**rl, "name": "train",
                         "rollout": {"groups": {"name": "prefix_rft", "params": {

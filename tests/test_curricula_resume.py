@@ -44,7 +44,8 @@ SAMPLERS = [
     {"name": "dump", "params": {"temperature": 0.5}},
     {"name": "pcl", "params": {"candidates": 3}},
     {"name": "limr", "params": {"warmup_epochs": 1, "epoch_steps": 2, "keep_fraction": 0.5}},
-    {"name": "band", "params": {"low": 0.1, "high": 0.9}, "rollout": {"resample": [{"name": "dynamic_sampling", "params": {"mode": "refill", "max_rounds": 2}}]}},
+    {"name": "band", "params": {"low": 0.1, "high": 0.9},
+     "rollout": {"resample": [{"name": "dynamic_sampling", "params": {"mode": "refill", "max_rounds": 2}}]}},
 ]
 
 

@@ -279,3 +279,15 @@ def test_a_hanging_fn_does_not_keep_the_process_alive(tmp_path, isolation, close
     timeouts, scored_at = proc.stdout.split()
     assert proc.returncode == 0 and float(timeouts) == 1.0, proc.stderr[-2000:]
     assert ended - float(scored_at) < 5.0, f"the process lived {ended - float(scored_at):.1f}s after scoring"
+
+
+def test_bound_verifiers_keep_their_declared_isolation():
+    """The runner binds verifiers with their knobs (`Registry.bind` -> Bound); the math verifier
+    must still run in a worker process, where a runaway big-integer power can be killed (on a
+    thread it would hold the GIL for ever)."""
+    from rftkit.rewards.spec import isolation_of
+    from rftkit.tasks.base import VERIFIERS
+
+    assert isolation_of(VERIFIERS.bind("math", {})) == "process"
+    assert isolation_of(VERIFIERS.bind("math", {"inner_timeout": 3})) == "process"
+    assert isolation_of(VERIFIERS.bind("exact", {})) == "inline"

@@ -98,7 +98,8 @@ def dr_grpo_advantages(rewards: Tensor, group_ids: Tensor, mask: Tensor, values:
                        greedy_rewards: Tensor | None = None) -> Tensor:
     """Dr.GRPO: A_i = r_i - mean_group(r), no std division (removes the difficulty bias).
 
-    Liu et al. 2025, "Understanding R1-Zero-Like Training" (arXiv:2503.20783); verl `compute_grpo_outcome_advantage(norm_adv_by_std_in_grpo=False)`.
+    Liu et al. 2025, "Understanding R1-Zero-Like Training" (arXiv:2503.20783); verl
+    `compute_grpo_outcome_advantage(norm_adv_by_std_in_grpo=False)`.
     Pair with aggregation `seq_mean_token_sum_norm` for the paper's constant normalizer.
     Shapes: rewards [N] or [N, T], group_ids [N], mask [N, T] -> [N, T].
     """

@@ -120,7 +120,8 @@ def _incorrect_mask_of(inp: LossInputs) -> Tensor:
 
 
 @objective("prefix_sft", needs={"rollout"})
-def prefix_sft_objective(inp: LossInputs, *, weighting: Literal["advantage", "nll"] = "advantage", entropy_top: float | None = 0.2,
+def prefix_sft_objective(inp: LossInputs, *, weighting: Literal["advantage", "nll"] = "advantage",
+                         entropy_top: float | None = 0.2,
                          agg: AggName = "token_mean") -> tuple[Tensor, dict]:
     """Prefix-RFT term on the forced demonstration-prefix tokens (prefix_mask), which the
     `policy` objective never sees (they are not in `mask`).

@@ -8,7 +8,8 @@ The aggregation is a separate named function (verl `agg_loss` modes), chosen per
 `totals` are the whole optimizer-step batch's counts (None: `mask` is the whole batch), so the
 loss of a batch does not depend on how many micro-batches it is split into.
 A loss that needs more per-row data than the four tensors lists the LossInputs field names
-in its `extra_inputs` mark (`register(name, extra_inputs=(...))`) and takes them as keyword arguments with default None (not
+in its `extra_inputs` mark (`register(name, extra_inputs=(...))`) and takes them as keyword
+arguments with default None (not
 knobs); the `policy` objective passes them (verl's `register_policy_loss(extra_keys=...)`).
 More losses (gspo, cispo, nft, clip_cov, kl_cov) live in `rftkit.algos.policy_losses`.
 

@@ -252,4 +252,5 @@ def needs_of(names: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-__all__ = ["OBJECTIVES", "LossInputs", "aggregate", "demo_mask_of", "inert_at_zero_advantage", "masked_mean", "needs_of", "objective"]
+__all__ = ["OBJECTIVES", "LossInputs", "aggregate", "demo_mask_of", "inert_at_zero_advantage", "masked_mean",
+           "needs_of", "objective"]

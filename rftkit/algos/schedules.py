@@ -1,4 +1,4 @@
-"""Weight schedules: pure functions of training progress (STYLE G10).
+"""Weight schedules: pure functions of training progress.
 
     ScheduleFn(progress: float in [0, 1], *, knobs) -> float
 

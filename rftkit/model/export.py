@@ -280,5 +280,6 @@ def _source_dtype(source) -> torch.dtype:
     return torch.float32
 
 
-__all__ = ["save_hf_model", "load_hf_model", "is_hf_folder", "write_hf_checkpoint", "export_run", "gpt_to_llama", "char_tokenizer_to_hf",
+__all__ = ["save_hf_model", "load_hf_model", "is_hf_folder", "write_hf_checkpoint", "export_run", "gpt_to_llama",
+           "char_tokenizer_to_hf",
            "checkpoint_tensors", "load_checkpoint_tensors", "model_folder"]

@@ -99,7 +99,8 @@ def _grad_cache(model, batch: int, max_len: int):
     """A cache the backward can go through, or None if the model has none."""
     if getattr(model, "is_hf", False):
         hf = model.hf_model
-        flag = "is_activation_checkpointing" if hasattr(hf, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        flag = ("is_activation_checkpointing" if hasattr(hf, "is_activation_checkpointing")
+                else "is_gradient_checkpointing")
         if getattr(hf, flag, False) and model.training:
             return None  # transformers turns use_cache off under checkpointing
         return model.new_cache(batch, max_len)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rftkit.registry import Bound
 from rftkit.types import Verdict
 
 ISOLATIONS = ("auto", "inline", "thread", "process")
@@ -45,8 +46,9 @@ def isolation(mode: str) -> Callable:
 
 
 def isolation_of(fn: Any) -> str:
-    """Declared isolation of a verifier or batch fn (functools.partial looks through)."""
-    target = getattr(fn, "func", fn)
+    """Declared isolation of a verifier or batch fn; a registry `Bound` (a verifier with its
+    knobs) and a functools.partial are looked through to the function."""
+    target = fn.fn if isinstance(fn, Bound) else getattr(fn, "func", fn)
     return getattr(fn, "isolation", getattr(target, "isolation", "inline"))
 
 

@@ -1,4 +1,4 @@
-"""The training loop: the stages of a recipe, each a run of the same step (DESIGN.md).
+"""The training loop: the stages of a recipe, each a run of the same step (docs/architecture.md).
 
     for stage in recipe.stages:           # e.g. base (pretrain) -> sft -> rl
         for step in stage:                # sample prompts, roll out, verify, update (step.py)
@@ -31,13 +31,19 @@ from rftkit.report.progress import EvalProgress, StageProgress, console
 from rftkit.report.sinks import build_sinks
 from rftkit.report.summary import eval_console_table, note_skipped_rows
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import (
-    check_bounds, check_paths, check_prompts_fit, context_length, resolve_model_dir, stage_parts, task_specs,
-)
 from rftkit.train import stage_cache
+from rftkit.train.build import (
+    check_bounds,
+    check_paths,
+    check_prompts_fit,
+    context_length,
+    resolve_model_dir,
+    stage_parts,
+    task_specs,
+)
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rftkit.train.step import StepParts, run_step
 from rftkit.train.rewards_build import build_reward_runner
+from rftkit.train.step import StepParts, run_step
 from rftkit.train.update import UpdateState
 
 

@@ -42,7 +42,8 @@ def generate(parts, specs: list[tuple[Problem, RowSpec]], seed: int) -> list[Row
     prompts = [encoded(p, s.prefix)[0] for p, s in specs]
     gen = parts.generator.generate(prompts, SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed}))
     rows = []
-    lengths, toks, lps, masks = gen.mask.sum(1).long().tolist(), gen.tokens.tolist(), gen.logp.tolist(), gen.mask.tolist()
+    lengths, toks = gen.mask.sum(1).long().tolist(), gen.tokens.tolist()
+    lps, masks = gen.logp.tolist(), gen.mask.tolist()
     for i, (p, s) in enumerate(specs):
         n, start = lengths[i], len(prompts[i])
         n_pre = encoded(p, s.prefix)[1]
@@ -126,7 +127,8 @@ def rollout_metrics(batch: RolloutBatch, m: dict) -> dict[str, float]:
     stats = group_reduce(batch.rewards, batch.group_ids)
     out = {
         "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-        "reward/acc": sum(v.correct for v, o in zip(batch.verdicts, on.tolist(), strict=True) if o) / max(1, int(on.sum())),
+        "reward/acc": sum(v.correct for v, o in zip(batch.verdicts, on.tolist(), strict=True) if o)
+        / max(1, int(on.sum())),
         "rollout/len_mean": float(lengths.mean()), "rollout/truncated_frac": float(batch.truncated[on].float().mean()),
         "adv/zero_std_frac": float((stats.max == stats.min).sum()) / len(stats.max),  # all rewards equal
         "adv/abs_mean": float(batch.advantages.abs().sum() / batch.mask.sum().clamp(min=1)),
