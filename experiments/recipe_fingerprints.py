@@ -38,6 +38,7 @@ def hf_config(recipe: Path, hf: Path, out: Path):
     """The real-workload recipe on the tiny Qwen2 in `hf` with test_real_recipes' rows and sizes."""
     sys.path.insert(0, str(ROOT / "tests"))
     import test_real_recipes as real
+
     from hf_fixtures import tiny_hf_model
 
     if not (hf / "config.json").is_file():

@@ -5,16 +5,16 @@ import random
 import torch
 
 from rftkit.algos.advantages import ADVANTAGES
+from rftkit.algos.layouts import GROUP_LAYOUTS, demo_prefix
+from rftkit.algos.resample import RESAMPLERS
+from rftkit.algos.shaping import REWARD_TRANSFORMS
 from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.samplers import UniformSampler
 from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
+from rftkit.rewards.spec import RewardVerdict
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
-from rftkit.algos.layouts import GROUP_LAYOUTS, demo_prefix
-from rftkit.algos.resample import RESAMPLERS
-from rftkit.algos.shaping import REWARD_TRANSFORMS
-from rftkit.rewards.spec import RewardVerdict
 from rftkit.train.step import rollout
 from rftkit.train.update import UpdateState
 from rftkit.types import Problem, RolloutBatch, Verdict

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_recipes import shrink
 from typer.testing import CliRunner
 
 from rftkit.algos.layouts import GROUP_LAYOUTS, RowSpec
@@ -16,8 +17,6 @@ from rftkit.registry import Need, Registry, RegistryError
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 from rftkit.types import Problem
-
-from test_recipes import shrink
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "my_rollout_parts.py"

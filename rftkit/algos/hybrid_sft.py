@@ -12,8 +12,6 @@ import of `rftkit.algos.hybrid`; formulas, sources and knobs are tabled in docs/
 
 from __future__ import annotations
 
-from typing import Literal
-
 import math
 
 import torch

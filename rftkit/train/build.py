@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+import rftkit.rewards  # noqa: F401,E402  (registers math, numeric, unit_tests, ... verifiers)
 from rftkit.algos.advantages import ADVANTAGES
 from rftkit.algos.layouts import GROUP_LAYOUTS
 from rftkit.algos.objectives import OBJECTIVES
@@ -29,7 +30,6 @@ from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.registry import Bound, RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
-import rftkit.rewards  # noqa: F401,E402  (registers math, numeric, unit_tests, ... verifiers)
 from rftkit.train.controllers import CONTROLLERS
 from rftkit.train.critic import Critic
 from rftkit.train.step import StepParts, Term

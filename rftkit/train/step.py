@@ -39,7 +39,14 @@ from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.train.batches import demo_batch
 from rftkit.train.controllers import WeightController
 from rftkit.train.rollout_rows import (
-    add_reward_metrics, collate, demo_row, generate, greedy_rewards, prompt_stats, rollout_metrics, score,
+    add_reward_metrics,
+    collate,
+    demo_row,
+    generate,
+    greedy_rewards,
+    prompt_stats,
+    rollout_metrics,
+    score,
 )
 from rftkit.train.update import UpdateState, update_policy
 from rftkit.types import Problem, RolloutBatch
