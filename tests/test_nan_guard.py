@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from rftkit.algos.objectives import OBJECTIVES
 from rftkit.config import validate
 from rftkit.errors import TrainingAborted
+from rftkit.registry import Entry, needs_set
 from rftkit.train.loop import train
 
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
@@ -24,11 +25,9 @@ def nan_after(inp, *, clean_calls: int = 3):
     return loss, {"loss/test": float(loss.detach())}
 
 
-nan_after.needs = frozenset({"demos"})
-
-
 def test_nan_steps_are_skipped_then_abort_with_the_checkpoint_intact(tmp_path, monkeypatch):
-    monkeypatch.setitem(OBJECTIVES._items, "test_nan_after", nan_after)  # registered for this test only
+    # registered for this test only (monkeypatch removes it again)
+    monkeypatch.setitem(OBJECTIVES._items, "test_nan_after", Entry(nan_after, needs_set({"demos"}), {}))
     tree = yaml.safe_load(TINY.read_text())
     tree.update(out_dir=str(tmp_path), progress=False)
     tree["stages"] = [{"name": "sft", "steps": 20, "batch_size": 8,
