@@ -8,6 +8,8 @@ clip_cov / kl_cov (covariance-based entropy control).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -63,7 +65,7 @@ def _clamp_keep_grad(x: Tensor, lo: float) -> Tensor:
 @POLICY_LOSSES.register("nft", extra_inputs=("rewards", "group_reward_mean"))
 def nft_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
              rewards: Tensor | None = None, group_reward_mean: Tensor | None = None, *,
-             neg_weight: float = 1.0, normalize: int = 1, clamp_positive: float = 0.0,
+             neg_weight: float = 1.0, normalize: Literal[0, 1, 2] = 1, clamp_positive: float = 0.0,
              clamp_negative: float = 1.0, rate_clip: float = 0.02) -> tuple[Tensor, dict]:
     """NFT: likelihood on correct answers, implicit negative policy on wrong ones.
 
