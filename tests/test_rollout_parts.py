@@ -112,3 +112,33 @@ def test_rollout_bounds_are_checked_before_training(tmp_path):
     critic = load_config(ROOT / "rftkit" / "recipes" / "ppo.yaml", ["stages.rl.advantage={name: grpo}"])
     with pytest.raises(ConfigError, match="value targets"):
         check_bounds(critic)
+
+
+def test_a_token_level_transform_must_come_last():
+    from rftkit.train.build import check_bounds
+
+    cfg = load_config(ROOT / "rftkit" / "recipes" / "ppo.yaml",
+                      ["stages.rl.rollout.rewards=[{name: kl_penalty}, {name: dapo_overlong}]"])
+    with pytest.raises(ConfigError, match="kl_penalty.*list it last"):
+        check_bounds(cfg)
+
+
+def test_a_resampler_that_never_settles_is_stopped(monkeypatch):
+    from types import SimpleNamespace
+
+    import rftkit.train.step as step
+    from rftkit.algos.resample import Decision
+    from rftkit.registry import Bound
+
+    calls = []
+
+    def greedy(groups, ctx):
+        calls.append(ctx.round)
+        return Decision(more=True)
+
+    parts = SimpleNamespace(resamplers=[Bound("greedy", greedy)], batch_size=1, pool=[],
+                            sampler=SimpleNamespace(next=lambda n: [0]))
+    monkeypatch.setattr(step, "sample_round", lambda parts, indices, seed, progress, metrics: [])
+    with pytest.raises(RuntimeError, match="greedy.*more than 64 rounds"):
+        step.sample_groups(parts, [0], 0, 0.0)
+    assert len(calls) == step.MAX_RESAMPLE

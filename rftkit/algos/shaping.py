@@ -3,10 +3,11 @@
     RewardTransformFn(rewards [N] or [N, T], batch: RewardBatch, *, knobs) -> Shaped
 
 A stage lists them in order (`rollout.rewards`); each gets the rewards (and the loss mask) the
-previous one returned. Sequence rewards stay [N]; a token-level transform (KL in the reward)
-returns [N, T], which only the advantage estimator reads (`RolloutBatch.rewards` keeps the last
-[N] rewards). `Shaped.kl_coef` carries the adaptive KL coefficient to the next step. The math
-they use is below them as plain functions:
+previous one returned. Sequence rewards stay [N]; a token-level transform (KL in the reward,
+mark `token_level`) returns [N, T], which only the advantage estimator reads
+(`RolloutBatch.rewards` keeps the last [N] rewards), so it must be the last of the list.
+`Shaped.kl_coef` carries the adaptive KL coefficient to the next step. The math they use is
+below them as plain functions:
 
     kl_in_reward          rewards [N] or [N, T] -> token rewards [N, T] minus beta * KL  (PPO/ReFT)
     adaptive_kl_coef      beta_t -> beta_{t+1} (Ziegler et al. adaptive controller)
@@ -128,7 +129,7 @@ def length_penalty(rewards: Tensor, batch: RewardBatch, *, coef: float = 0.1) ->
     return Shaped(rewards - pen * (~batch.offpolicy).to(rewards.dtype), batch.mask)
 
 
-@REWARD_TRANSFORMS.register("kl_penalty", needs={"ref"})
+@REWARD_TRANSFORMS.register("kl_penalty", needs={"ref"}, token_level=True)
 def kl_penalty(rewards: Tensor, batch: RewardBatch, *, coef: float = 0.01, estimator: KLName = "k1",
                target: float | None = None, horizon: int = 10000) -> Shaped:
     """KL(pi || ref) subtracted from the token rewards (`kl_in_reward`), with Ziegler et al.'s

@@ -142,6 +142,10 @@ def _check_stage(s: StageCfg, binds: dict, r) -> None:
     if not rolls_out and (ro.resample or ro.rewards or ro.groups.name != "on_policy"):
         raise ConfigError(f"stages.{s.name}.rollout: the stage samples no rollouts (no objective needs them), so "
                           f"its groups / resample / rewards parts would do nothing; remove them")
+    for t in binds["transforms"][:-1]:
+        if t.marks.get("token_level"):
+            raise ConfigError(f"stages.{s.name}.rollout.rewards: '{t.name}' returns token-level rewards [N, T], "
+                              f"which only the advantage reads: list it last")
     for t in binds["transforms"]:
         cache = t.knobs.get("cache", 8) if t.name == "dapo_overlong" else None
         if cache is not None and not 0 < cache <= r.max_new_tokens:

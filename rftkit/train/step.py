@@ -157,6 +157,7 @@ def sample_groups(parts: StepParts, indices: list[int], seed: int,
     metrics: dict[str, float] = {}
     filtered, rnd = False, 0
     while True:
+        _bounded(rnd, "rounds of fresh prompts", parts.resamplers)
         round_seed = seed + 7919 * rnd
         groups = sample_round(parts, indices if rnd == 0 else parts.sampler.next(parts.batch_size),
                               round_seed, progress, metrics)
@@ -197,6 +198,7 @@ def _resample(parts: StepParts, resampler: Bound, groups: list[Group], round_see
     101 (attempt + 1)) and calling it again, until it redoes nothing."""
     attempt = 0
     while True:
+        _bounded(attempt, "redo attempts", [resampler])
         ctx = ResampleCtx(rnd, attempt, n_kept, parts.batch_size, parts.pool.__getitem__)
         decision = resampler(groups, ctx)
         metrics.update(decision.metrics)
@@ -210,6 +212,17 @@ def _resample(parts: StepParts, resampler: Bound, groups: list[Group], round_see
         for i in redo:
             groups[i].rows = [next(it) for _ in decision.redo[i]]
         attempt += 1
+
+
+MAX_RESAMPLE = 64
+"""More rounds or redo attempts than this in one step is a resampler that never settles."""
+
+
+def _bounded(count: int, what: str, resamplers: list[Bound]) -> None:
+    if count >= MAX_RESAMPLE:
+        names = ", ".join(r.name for r in resamplers)
+        raise RuntimeError(f"resampler(s) {names} asked for more than {MAX_RESAMPLE} {what} in one step; a "
+                           f"resampler must stop asking (bound its rounds or attempts with a knob)")
 
 
 def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: dict) -> RolloutBatch:
