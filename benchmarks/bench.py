@@ -100,6 +100,9 @@ def run(opts) -> dict:
              "recipe": opts.learn_recipe,
              "target": opts.target}
         out["learn"] = {"rftkit": run_worker("learn_rftkit", a, workdir)}
+        curve = out["learn"]["rftkit"].get("curve")
+        if curve:  # its first point is the start, the same model and problems TRL would start from
+            common.check_headroom(curve[0]["acc"], opts.target, opts.min_headroom)
         for lr in TRL_LRS if have_trl() else ():
             out["learn"][f"trl lr={lr:g}"] = run_worker("learn_trl", {**a, "lr": lr}, workdir)
     if "gpu" in only:
@@ -273,6 +276,8 @@ def main(argv=None) -> dict:
                         f"(default {common.WARM_MIN_ACC}; 0 with --quick, whose start is a smoke test)")
     p.add_argument("--big", action="store_true", help="also the 25M model in --quick")
     p.add_argument("--target", type=float, default=0.9, help="learning speed: held-out greedy accuracy to reach")
+    p.add_argument("--min-headroom", type=float, default=0.1,
+                   help="learning speed: refuse a start scoring more than target - this on the held-out problems")
     p.add_argument("--learn-steps", type=int, default=800, help="learning speed: most GRPO steps per run")
     p.add_argument("--eval-every", type=int, default=10, help="learning speed: steps between held-out evals")
     p.add_argument("--heldout", type=int, default=1000,

@@ -189,6 +189,17 @@ def check_warm_start(info: dict, min_acc: float) -> None:
             f"with more --sft-steps or a lower --sft-lr, or pass --min-warm-acc to state another floor.")
 
 
+def check_headroom(start_acc: float, target: float, headroom: float) -> None:
+    """Refuse (SystemExit naming the numbers) a learning-speed run whose start is already within
+    `headroom` of the target: both frameworks would cross it within an evaluation or two, and
+    the ratio would measure evaluation noise, not learning speed."""
+    if start_acc > target - headroom:
+        raise SystemExit(
+            f"benchmark refused: the learning-speed start scores {start_acc:.3f} on the held-out problems, within "
+            f"{headroom:.2f} of the target {target:.2f}, so there is nothing to time. Use a weaker start "
+            f"(--warm-acc, e.g. 0.65, in a fresh --workdir) or a higher --target, or pass --min-headroom.")
+
+
 @torch.no_grad()
 def greedy_accuracy(model, tok, n: int, seed: int = 12345) -> float:
     return greedy_accuracy_on(model, problems(n, seed), tok)

@@ -187,3 +187,13 @@ def test_share_of_the_ceiling_never_prints_more_than_100_percent():
     shares = [float(x) for x in re.findall(r"([\d.]+)% of", text)]
     assert shares == [30.0, 90.0] and all(s <= 100 for s in shares)
     assert "above the float32 ceiling measured next to it" in text
+
+
+def test_a_learning_start_too_close_to_the_target_is_refused():
+    """The new warm start scored 0.852 held-out against the 0.9 target (2026-12-05): refused;
+    the old start's 0.73 leaves room to learn."""
+    import common
+
+    with pytest.raises(SystemExit, match="start scores 0.852.*within 0.10 of the target 0.90"):
+        common.check_headroom(0.852, 0.9, 0.1)
+    common.check_headroom(0.73, 0.9, 0.1)
