@@ -142,3 +142,46 @@ def test_a_resampler_that_never_settles_is_stopped(monkeypatch):
     with pytest.raises(RuntimeError, match="greedy.*more than 64 rounds"):
         step.sample_groups(parts, [0], 0, 0.0)
     assert len(calls) == step.MAX_RESAMPLE
+
+
+def _reward_batch(**kw):
+    import torch
+
+    from rftkit.algos.shaping import RewardBatch
+
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    base = dict(mask=mask, lengths=mask.sum(1), truncated=torch.tensor([False, True]),
+                offpolicy=torch.tensor([False, False]), logp=torch.zeros(2, 4), ref_logp=None,
+                max_new_tokens=4, kl_coef=None, rollouts=8)
+    return RewardBatch(**{**base, **kw})
+
+
+def test_length_penalty_hand_numbers():
+    import torch
+
+    from rftkit.algos.shaping import REWARD_TRANSFORMS
+
+    rb = _reward_batch(offpolicy=torch.tensor([False, True]))
+    out = REWARD_TRANSFORMS.bind("length_penalty", {"coef": 0.2})(torch.tensor([1.0, 1.0]), rb)
+    # row 0: 2 tokens of a 4-token budget -> 1 - 0.2 * 2/4 = 0.9; row 1 is a demonstration: untouched
+    assert out.rewards.tolist() == pytest.approx([0.9, 1.0]) and torch.equal(out.mask, rb.mask)
+
+
+def test_kl_penalty_starts_from_coef_and_carries_the_adaptive_coefficient():
+    import torch
+
+    from rftkit.algos.shaping import REWARD_TRANSFORMS
+
+    ref = torch.full((2, 4), -0.5)  # logp 0 - ref -0.5: KL (k1) 0.5 on every trained token
+    fn = REWARD_TRANSFORMS.bind("kl_penalty", {"coef": 0.1, "target": 0.25, "horizon": 8})
+    out = fn(torch.tensor([1.0, 0.0]), _reward_batch(ref_logp=ref))
+    # token rewards: -0.1 * 0.5 per trained token, +1 on row 0's last trained token
+    expected = torch.tensor([[0, -0.05, 0.95, 0], [0, -0.05, -0.05, -0.05]])
+    assert torch.allclose(out.rewards, expected)
+    assert out.metrics == pytest.approx({"policy/kl_reward": 0.5, "policy/kl_coef": 0.1})
+    # KL 0.5 is twice the target: error clipped to +0.2, times 8 rollouts / horizon 8 -> 0.1 * 1.2
+    assert out.kl_coef == pytest.approx(0.12)
+    again = fn(torch.tensor([1.0, 0.0]), _reward_batch(ref_logp=ref, kl_coef=out.kl_coef))
+    assert again.metrics["policy/kl_coef"] == pytest.approx(0.12), "the carried coefficient is used"
+    fixed = REWARD_TRANSFORMS.bind("kl_penalty", {"coef": 0.1})(torch.tensor([1.0, 0.0]), _reward_batch(ref_logp=ref))
+    assert fixed.kl_coef == pytest.approx(0.1), "without a target the coefficient stays"
