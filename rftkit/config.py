@@ -158,6 +158,10 @@ class StageCfg(Strict):
     sampler: PartCfg = Field(default_factory=lambda: PartCfg(name="uniform"))
     demos: PartCfg = Field(default_factory=lambda: PartCfg(name="task"))
     """Where demonstrations come from (for objectives that use them)."""
+    pairs: PartCfg = Field(default_factory=lambda: PartCfg(name="dataset"))
+    """Where preference pairs come from (for objectives that use them: dpo, ipo, simpo,
+    bradley_terry): `dataset` (each problem's chosen / rejected) or `group` (online: best vs
+    worst of each rollout group)."""
     lr: float | None = Field(None, gt=0)
     """Overrides optim.lr for this stage."""
     warmup_steps: int = Field(0, ge=0)

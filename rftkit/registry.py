@@ -42,6 +42,9 @@ class Need(enum.StrEnum):
     TEACHER = "teacher"  # a teacher's log-probs of the rollout tokens
     GREEDY = "greedy"  # the reward of each prompt's greedy completion (ReMax)
     DEMO_DIST = "demo_dist"  # full next-token log-softmax on the demonstrations
+    PAIRS = "pairs"  # preference pairs (chosen, rejected) of the step's prompts
+    REF_PAIRS = "ref_pairs"  # reference-policy log-probs of the pairs
+    SCORES = "scores"  # a scalar-head reward model's scores (and the reward model to train)
 
 
 def needs_set(needs: Iterable[str]) -> frozenset[Need]:

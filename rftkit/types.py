@@ -107,6 +107,22 @@ class RolloutBatch:
 
 
 @dataclass(frozen=True)
+class PairBatch:
+    """Preference pairs of one step: for pair i, [i, 0] is the chosen completion and [i, 1]
+    the rejected one, each laid out like a demonstration (prompt, completion, eos).
+
+    Shapes: tokens [P, 2, T], mask [P, 2, T] (1 on completion tokens, eos included),
+    rewards [P, 2] (the scores that ranked the two: verifier or reward-model rewards for
+    pairs built from rollouts, 1 / 0 for pairs read from a preference dataset).
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    rewards: Tensor
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
 class DemoBatch:
     """Demonstrations (off-policy targets) of one step. tokens [M, T], mask [M, T]."""
 

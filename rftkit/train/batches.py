@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rftkit.data.pairs import Pair
 from rftkit.model.hf_tokenizer import problem_prompt_ids
-from rftkit.types import DemoBatch, Problem
+from rftkit.types import DemoBatch, PairBatch, Problem, RolloutBatch
 
 
 def pad(rows: list[list[int]], value: float, dtype: torch.dtype) -> Tensor:
@@ -37,3 +38,36 @@ def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch
     if not toks:
         return None
     return DemoBatch(tokens=pad(toks, tok.pad_id, torch.long), mask=pad(masks, 0.0, torch.float32), problems=kept)
+
+
+def _row_of(batch: RolloutBatch, row: int) -> tuple[list[int], list[float]]:
+    """A rollout row's tokens and mask, cut after its last trained token."""
+    mask = batch.mask[row]
+    end = int(mask.nonzero().max()) + 1
+    return batch.tokens[row, :end].tolist(), mask[:end].tolist()
+
+
+def _text_row(tok, problem: Problem, text: str) -> tuple[list[int], list[float]]:
+    prompt, completion = problem_prompt_ids(tok, problem), tok.encode(text) + [tok.eos_id]
+    return prompt + completion, [0.0] * len(prompt) + [1.0] * len(completion)
+
+
+def pair_batch(tok, pairs: list[Pair], batch: RolloutBatch | None, max_len: int) -> PairBatch | None:
+    """Pairs as tokens [P, 2, T], mask [P, 2, T], rewards [P, 2]; None when there are none.
+
+    A text completion is laid out like a demonstration; a rollout row index takes that row's
+    tokens as sampled. Rows longer than `max_len` are truncated from the end (mask follows).
+    """
+    if not pairs:
+        return None
+    toks, masks = [], []
+    for p in pairs:
+        for side in (p.chosen, p.rejected):
+            ids, mask = _row_of(batch, side) if isinstance(side, int) else _text_row(tok, p.problem, side)
+            toks.append(ids[:max_len])
+            masks.append(mask[:max_len])
+    n = len(pairs)
+    tokens = pad(toks, tok.pad_id, torch.long)
+    return PairBatch(tokens=tokens.reshape(n, 2, -1), mask=pad(masks, 0.0, torch.float32).reshape(n, 2, -1),
+                     rewards=torch.tensor([[p.chosen_reward, p.rejected_reward] for p in pairs], dtype=torch.float32),
+                     problems=[p.problem for p in pairs])

@@ -23,10 +23,12 @@ from rftkit.algos.schedules import SCHEDULES
 from rftkit.algos.shaping import REWARD_TRANSFORMS
 from rftkit.config import Config, ObjectiveCfg, StageCfg
 from rftkit.data.demos import DEMO_SOURCES
+from rftkit.data.pairs import PAIR_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
 from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
+from rftkit.model.reward_model import RewardScorer
 from rftkit.registry import Bound, RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS
@@ -47,6 +49,7 @@ def stage_binds(s: StageCfg) -> dict[str, Bound | list[Bound]]:
         "advantage": ADVANTAGES.bind(s.advantage.name, s.advantage.params, where=f"{w}.advantage"),
         "sampler": SAMPLERS.bind(s.sampler.name, s.sampler.params, where=f"{w}.sampler"),
         "demos": DEMO_SOURCES.bind(s.demos.name, s.demos.params, where=f"{w}.demos"),
+        "pairs": PAIR_SOURCES.bind(s.pairs.name, s.pairs.params, where=f"{w}.pairs"),
         "controller": [CONTROLLERS.bind(s.controller.name, s.controller.params, where=f"{w}.controller")]
         if s.controller else [],
         "layout": GROUP_LAYOUTS.bind(r.groups.name, r.groups.params, where=f"{w}.rollout.groups"),
@@ -158,7 +161,8 @@ def _check_stage(s: StageCfg, binds: dict, r) -> None:
             f"with the others of its prompt's group, so groups of one get advantage 0 and nothing trains"))
     # update_policy pairs the i-th rollout slice with the i-th demonstration slice, so the
     # smaller batch (one demonstration per prompt) bounds the minibatches
-    rows, what = ((s.batch_size, f"batch_size {s.batch_size}, one demonstration per prompt") if "demos" in needs
+    rows, what = ((s.batch_size, f"batch_size {s.batch_size}, one demonstration or pair per prompt")
+                  if needs & {"demos", "pairs"}
                   else (s.batch_size * r.group_size, f"batch_size {s.batch_size} x rollout.group_size {r.group_size}"))
     if s.minibatches > rows:
         raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
@@ -264,15 +268,19 @@ def _needs(binds: dict) -> frozenset[str]:
     needs = set().union(*(p.needs for p in parts))
     if "demos" in needs:
         needs |= binds["demos"].needs
+    if "pairs" in needs:
+        needs |= binds["pairs"].needs
     if any(p.needs for p in [binds["layout"], *binds["resamplers"], *binds["transforms"]]):
         needs.add("rollout")
     return frozenset(needs)
 
 
-def _optimizer(model, critic, lr: float, cfg: Config, stage: StageCfg) -> torch.optim.Optimizer:
+def _optimizer(model, critic, scorer, lr: float, cfg: Config, stage: StageCfg) -> torch.optim.Optimizer:
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
     if critic is not None:
         groups.append({"params": list(critic.parameters()), "lr_scale": stage.rl.critic_lr / lr})
+    if scorer is not None:  # a reward model trains at the stage's learning rate
+        groups.append({"params": [p for p in scorer.parameters() if p.requires_grad], "lr_scale": 1.0})
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
 
 
@@ -282,16 +290,17 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
     terms = [Term(o.name, fn, weight_fn(o)) for o, fn in zip(stage.objectives, binds["objectives"], strict=True)]
     needs = _needs(binds)
     critic = Critic(model) if "values" in needs else None
+    scorer = RewardScorer(model) if "scores" in needs else None
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     r = cfg.rollout
     return StepParts(
-        model=model, ref_model=None, critic=critic, teacher=None, rewards=None, tok=tok,
+        model=model, ref_model=None, critic=critic, scorer=scorer, teacher=None, rewards=None, tok=tok,
         generator=GENERATORS.bind(r.engine)(model, tok),
-        optimizer=_optimizer(model, critic, lr, cfg, stage),
+        optimizer=_optimizer(model, critic, scorer, lr, cfg, stage),
         sampler=binds["sampler"](pool, sampler_seed),
         pool=pool, terms=terms, needs=needs,
         layout=binds["layout"], resamplers=binds["resamplers"], transforms=binds["transforms"],
-        advantage=binds["advantage"], demo_provider=binds["demos"](pool),
+        advantage=binds["advantage"], demo_provider=binds["demos"](pool), pair_source=binds["pairs"](pool),
         controller=binds["controller"][0]() if binds["controller"] else None,
         sampling=SamplingParams(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                 top_k=r.top_k, top_p=r.top_p, stop=tuple(r.stop)),

@@ -222,7 +222,7 @@ def train_stage(run: Run) -> None:
     start = st.global_step - st.stage_step
     pool = [p for p in run.pools.train if stage.tasks is None or p.source in stage.tasks]
     parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
-    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos"} & parts.needs),
+    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos", "ref_pairs"} & parts.needs),
                                  bool(stage.rl.ref_reset_every))
     parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
     parts.rewards = run.rewards
@@ -260,6 +260,10 @@ def train_stage(run: Run) -> None:
     finally:
         bar.stop()
     save_model(run.model, run.tok, run.dir / "models" / stage.name)
+    if parts.scorer is not None:  # a reward-model stage: save the RM, report its held-out pair accuracy
+        from rftkit.train.reward_stage import finish_reward_model
+
+        finish_reward_model(run, parts, stage)
     run_eval(run, parts, stage.name, save=True)
     st.stage_idx, st.stage_step = st.stage_idx + 1, 0
     _checkpoint(run, parts, update)
@@ -309,7 +313,7 @@ def _extra_modules(parts: StepParts) -> dict:
     models/<previous stage>, and an HF run's checkpoints do not carry a second full model.
     """
     ref = parts.ref_model if parts.ref_reset_every else None
-    return {k: m for k, m in (("critic", parts.critic), ("ref", ref)) if m is not None}
+    return {k: m for k, m in (("critic", parts.critic), ("scorer", parts.scorer), ("ref", ref)) if m is not None}
 
 
 def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, dict]:

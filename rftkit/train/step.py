@@ -10,6 +10,7 @@
         rewards <- reward transforms, in order                                 (algos/shaping.py)
         adv, returns <- advantage(rewards, groups, mask)                       (algos/advantages.py)
     demos   <- demonstrations(prompts)     (only when some part needs "demos")
+    pairs   <- pair source(prompts, batch) (only when some part needs "pairs": DPO, reward models)
     loss    <- sum_i weight_i(progress) * objective_i(inputs); optimizer step (update.py)
     sampler.update(per-prompt stats)
 
@@ -32,11 +33,12 @@ from rftkit.algos.layouts import Group
 from rftkit.algos.resample import Decision, ResampleCtx
 from rftkit.algos.shaping import RewardBatch
 from rftkit.data.demos import DemoProvider
+from rftkit.data.pairs import PairSource
 from rftkit.data.samplers import PromptStats, Sampler
 from rftkit.model.logprobs import frozen_logprobs
 from rftkit.registry import Bound
 from rftkit.rollout.base import Generator, SamplingParams
-from rftkit.train.batches import demo_batch
+from rftkit.train.batches import demo_batch, pair_batch
 from rftkit.train.controllers import WeightController
 from rftkit.train.rollout_rows import (
     add_reward_metrics,
@@ -49,7 +51,7 @@ from rftkit.train.rollout_rows import (
     score,
 )
 from rftkit.train.update import UpdateState, update_policy
-from rftkit.types import Problem, RolloutBatch
+from rftkit.types import PairBatch, Problem, RolloutBatch
 
 
 @dataclass
@@ -66,6 +68,7 @@ class StepParts:
     model: torch.nn.Module
     ref_model: torch.nn.Module | None
     critic: torch.nn.Module | None
+    scorer: torch.nn.Module | None  # a reward model in training (objectives needing "scores")
     teacher: torch.nn.Module | None
     tok: object
     generator: Generator
@@ -79,6 +82,7 @@ class StepParts:
     transforms: list[Bound]
     advantage: Bound
     demo_provider: DemoProvider
+    pair_source: PairSource
     controller: WeightController | None
     rewards: object | None  # rftkit.rewards.RewardRunner, or None: each problem's verifier inline
     sampling: SamplingParams
@@ -96,7 +100,7 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     """One full step; returns its flat metrics. `step` is the global step (for LR and seeds)."""
     indices = parts.sampler.next(parts.batch_size)
     metrics: dict[str, float] = {}
-    batch = demos = None
+    batch = demos = pairs = None
     stats: list[PromptStats] = []
     if "rollout" in parts.needs:
         batch, m, stats = rollout(parts, indices, seed, state, progress)
@@ -104,10 +108,13 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     if "demos" in parts.needs:
         rng = random.Random(f"{seed}/demos")
         max_len = getattr(getattr(parts.model, "cfg", None), "max_seq_len", 10**9)
-        pairs, m = parts.demo_provider([parts.pool[i] for i in indices], batch, rng)
-        demos = demo_batch(parts.tok, pairs, max_len)
+        found, m = parts.demo_provider([parts.pool[i] for i in indices], batch, rng)
+        demos = demo_batch(parts.tok, found, max_len)
         metrics.update(m)
-        metrics["data/demos"] = float(len(pairs))
+        metrics["data/demos"] = float(len(found))
+    if "pairs" in parts.needs:
+        pairs, m = _pairs(parts, indices, batch, seed)
+        metrics.update(m)
     weights = {t.name: t.weight(progress) for t in parts.terms}
     if parts.controller is not None:
         weights, m = parts.controller.weights(weights, random.Random(f"{seed}/controller"))
@@ -115,13 +122,21 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     metrics.update({f"weight/{k}": v for k, v in weights.items()})
     metrics["optim/lr"] = _set_lr(parts, step)
     t0 = time.perf_counter()
-    if batch is not None or demos is not None:
-        metrics.update(update_policy(parts, state, batch, demos, weights, seed))
+    if batch is not None or demos is not None or pairs is not None:
+        metrics.update(update_policy(parts, state, batch, demos, weights, seed, pairs))
     metrics["time/update"] = time.perf_counter() - t0
     metrics.update(parts.sampler.update(stats))
     if parts.controller is not None:
         parts.controller.observe(metrics)
     return metrics
+
+
+def _pairs(parts: StepParts, indices: list[int], batch: RolloutBatch | None,
+           seed: int) -> tuple[PairBatch | None, dict]:
+    found, metrics = parts.pair_source([parts.pool[i] for i in indices], batch, random.Random(f"{seed}/pairs"))
+    max_len = getattr(getattr(parts.model, "cfg", None), "max_seq_len", 10**9)
+    metrics["data/pairs"] = float(len(found))
+    return pair_batch(parts.tok, found, batch, max_len), metrics
 
 
 def _set_lr(parts: StepParts, step: int) -> float:

@@ -1,6 +1,6 @@
 """The update half of a step: forward passes, the weighted objective sum, guarded optimizer steps.
 
-One rollout batch (and/or demonstration batch) gives `update_epochs x minibatches`
+One rollout batch (and/or demonstration batch, and/or preference-pair batch) gives `update_epochs x minibatches`
 optimizer steps; each is `grad_accum` micro-batches. A step whose loss or gradient norm is
 not finite is skipped (gradients dropped, nothing reaches the weights) and counted; the
 loop aborts after `max_bad_steps` of them in a row.
@@ -18,7 +18,7 @@ from torch import Tensor
 from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs, inert_at_zero_advantage
 from rftkit.model.logprobs import frozen_logprobs, rollout_logprobs, token_distributions
-from rftkit.types import DemoBatch, RolloutBatch
+from rftkit.types import DemoBatch, PairBatch, RolloutBatch
 
 
 @dataclass
@@ -36,9 +36,10 @@ def _slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _whole(batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
-           ds: slice | None) -> LossInputs:
+def _whole(batch: RolloutBatch | None, demos: DemoBatch | None, pairs: PairBatch | None,
+           sl: tuple[slice | None, ...]) -> LossInputs:
     """The mask-like fields of one optimizer step's whole batch: the aggregations' normalizers."""
+    rs, ds, ps = sl
     whole = LossInputs()
     if batch is not None and rs is not None:
         whole.mask, whole.rewards = batch.mask[rs], batch.rewards[rs]
@@ -47,13 +48,39 @@ def _whole(batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None
             setattr(whole, name, None if value is None else value[rs])
     if demos is not None and ds is not None:
         whole.demo_mask = demos.mask[ds]
+    if pairs is not None and ps is not None:
+        whole.pair_mask = pairs.mask[ps]
     return whole
 
 
-def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slice | None,
-            ds: slice | None, old_logp: Tensor | None, metrics: dict, seed: int,
+def _pair_inputs(parts, inp: LossInputs, pairs: PairBatch, ps: slice) -> None:
+    """Fill the pair fields: policy log-probs of both sides in one forward (they share the
+    prompt, so the shared-prefix forward runs it once), reference log-probs and scores by needs."""
+    tokens, mask = pairs.tokens[ps], pairs.mask[ps]
+    p, t = tokens.shape[0], tokens.shape[-1]
+    flat_t, flat_m = tokens.reshape(2 * p, t), mask.reshape(2 * p, t)
+    if _policy_reads_pairs(parts):
+        logp, _ = rollout_logprobs(parts.model, flat_t, flat_m, 1.0)
+        inp.pair_logp = logp.reshape(p, 2, t)
+    inp.pair_mask, inp.pair_rewards = mask, pairs.rewards[ps]
+    if "ref_pairs" in parts.needs:
+        inp.pair_ref_logp = _frozen_logp(parts.ref_model, flat_t, flat_m, 1.0).reshape(p, 2, t)
+    if parts.scorer is not None:
+        inp.pair_scores = parts.scorer.score(flat_t, flat_m).reshape(p, 2)
+
+
+def _policy_reads_pairs(parts) -> bool:
+    """Whether an objective reads the policy's log-probs of the pairs (a reward-model stage's
+    Bradley-Terry loss reads only the scores: no policy forward)."""
+    return any("pairs" in t.fn.needs and "scores" not in t.fn.needs for t in parts.terms)
+
+
+def _inputs(parts, data: tuple, sl: tuple[slice | None, ...], old_logp: Tensor | None, metrics: dict, seed: int,
             active: Tensor | None = None, whole: LossInputs | None = None) -> LossInputs:
+    (batch, demos, pairs), (rs, ds, ps) = data, sl
     inp = LossInputs(seed=seed, whole=whole, max_tokens=parts.sampling.max_new_tokens)
+    if pairs is not None and ps is not None:
+        _pair_inputs(parts, inp, pairs, ps)
     if batch is not None and rs is not None:
         logp, ent, fwd = _row_logprobs(parts, batch, rs, None if active is None else active[rs], old_logp)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
@@ -75,6 +102,9 @@ def _inputs(parts, batch: RolloutBatch | None, demos: DemoBatch | None, rs: slic
             if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
                 metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], seen))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
+        if getattr(parts, "scorer", None) is not None and any("rollout" in t.fn.needs and "scores" in t.fn.needs
+                                                             for t in parts.terms):
+            inp.scores = parts.scorer.score(batch.tokens[rs], batch.mask[rs])
     if demos is not None and ds is not None:
         dlp, dent, next_logp = token_distributions(parts.model, demos.tokens[ds])
         inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
@@ -161,7 +191,8 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
         w = weights[term.name]
         if w == 0.0 and parts.controller is None:  # a controller reads every term's metrics
             continue
-        if ("rollout" in term.fn.needs and inp.logp is None) or ("demos" in term.fn.needs and inp.demo_logp is None):
+        if (("rollout" in term.fn.needs and inp.logp is None) or ("demos" in term.fn.needs and inp.demo_logp is None)
+                or ("pairs" in term.fn.needs and inp.pair_mask is None)):
             continue  # this micro-batch holds no data for the term
         value, m = term.fn(inp)
         for k, v in m.items():
@@ -171,7 +202,7 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
 
 
 def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: DemoBatch | None,
-                  weights: dict[str, float], seed: int = 0) -> dict[str, float]:
+                  weights: dict[str, float], seed: int = 0, pairs: PairBatch | None = None) -> dict[str, float]:
     n_opt = parts.update_epochs * parts.minibatches
     active = _active_rows(parts, batch, weights)
     old_logp = None if n_opt == 1 or batch is None else _old_logp(parts, batch, active)
@@ -181,14 +212,14 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
     if old_logp is not None:
         seen = batch.mask if active is None else batch.mask * active[:, None]
         metrics["rollout/logprob_diff"].append(_mean_abs(old_logp, batch.old_logp, seen))
-    n_rows = len(batch.rewards) if batch is not None else 0
-    n_demo = len(demos.problems) if demos is not None else 0
+    sizes = (len(batch.rewards) if batch is not None else 0, len(demos.problems) if demos is not None else 0,
+             len(pairs.problems) if pairs is not None else 0)
     for epoch in range(parts.update_epochs):
-        # Fewer rows (or demonstrations) than minibatches give fewer slices: the others pair
-        # with None rather than being cut off by zip (which silently never trained them).
-        r_mb, d_mb = _slices(n_rows, parts.minibatches), _slices(n_demo, parts.minibatches)
-        for j, (rs, ds) in enumerate(itertools.zip_longest(r_mb, d_mb)):
-            _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics,
+        # Fewer rows (or demonstrations, or pairs) than minibatches give fewer slices: the others
+        # pair with None rather than being cut off by zip (which silently never trained them).
+        slices = [_slices(n, parts.minibatches) for n in sizes]
+        for j, sl in enumerate(itertools.zip_longest(*slices)):
+            _optimizer_step(parts, state, (batch, demos, pairs), sl, old_logp, weights, metrics,
                             _micro_seed(seed, epoch, j), active)
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["optim/bad_steps_total"] = float(state.bad_total)
@@ -215,16 +246,16 @@ def _merge_micro(metrics: dict, micro: dict) -> None:
             metrics[k].extend(v)
 
 
-def _optimizer_step(parts, state, batch, demos, rs, ds, old_logp, weights, metrics, seed: int,
+def _optimizer_step(parts, state, data: tuple, sl: tuple, old_logp, weights, metrics, seed: int,
                     active: Tensor | None = None) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
     finite, graphless = True, False
-    whole, micro = _whole(batch, demos, rs, ds), defaultdict(list)
+    whole, micro = _whole(*data, sl), defaultdict(list)
     for i in range(parts.grad_accum):
-        sub_r, sub_d = _sub(rs, parts.grad_accum, i), _sub(ds, parts.grad_accum, i)
-        if sub_r is None and sub_d is None:
+        sub = tuple(_sub(s, parts.grad_accum, i) for s in sl)
+        if all(s is None for s in sub):
             continue
-        inp = _inputs(parts, batch, demos, sub_r, sub_d, old_logp, micro, _micro_seed(seed, i), active, whole)
+        inp = _inputs(parts, data, sub, old_logp, micro, _micro_seed(seed, i), active, whole)
         loss = _objective_sum(parts, inp, weights, micro)
         if loss is None:
             continue
