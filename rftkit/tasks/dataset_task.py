@@ -12,8 +12,9 @@
             verifier: exact
 
 Rows become `Problem`s (column mapping: prompt, answer, demo (alias solution/demonstration),
-messages, difficulty, source, meta: a column, a list, or {key: column}, e.g. {tests: test_list}
-to give MBPP asserts to the `unit_tests` verifier). Every row is checked before training starts: a
+messages, chosen + rejected, difficulty, source, meta: a column, a list, or {key: column}, e.g.
+{tests: test_list} to give MBPP asserts to the `unit_tests` verifier; chosen/rejected: preference
+pairs in TRL's formats, `rftkit.tasks.preference_rows`). Every row is checked before training starts: a
 missing column, an empty prompt, a wrong type or an unparsable row raises `DatasetError`
 naming the file, the row and the field; with `on_error: skip` such rows are skipped and
 counted (`skipped`, `report()`), never dropped silently.
@@ -46,8 +47,9 @@ from rftkit.registry import Registry
 from rftkit.tasks.base import TASKS, VERIFIERS
 from rftkit.types import Problem
 
-FIELDS = ("prompt", "answer", "demo", "messages", "difficulty", "source", "meta")
+FIELDS = ("prompt", "answer", "demo", "messages", "chosen", "rejected", "difficulty", "source", "meta")
 ALIASES = {"solution": "demo", "demonstration": "demo"}
+DEFAULT_COLUMNS = {"prompt": "prompt", "answer": "answer", "chosen": "chosen", "rejected": "rejected"}
 ROLES = ("system", "user", "assistant")
 
 
@@ -81,15 +83,22 @@ def where(file: str, rec: Record) -> str:
 
 
 def normalize_columns(columns: dict[str, Any] | None) -> dict[str, Any]:
-    """Field -> column name (None = absent). Defaults: prompt <- 'prompt', answer <- 'answer'."""
-    out: dict[str, Any] = {"prompt": "prompt", "answer": "answer"}
+    """Field -> column name (None = absent); "defaults": the fields left to DEFAULT_COLUMNS (their
+    own names). Rows with default chosen/rejected columns are preference pairs (preference_rows)."""
+    out: dict[str, Any] = dict(DEFAULT_COLUMNS)
+    given = set()
     for key, col in (columns or {}).items():
         field = ALIASES.get(key, key)
         if field not in FIELDS:
             raise DatasetError(f"columns: unknown field '{key}'; valid: {', '.join(FIELDS + tuple(ALIASES))}")
         out[field] = col
-    if out.get("messages") and "prompt" not in (columns or {}):
+        given.add(field)
+    if out.get("messages") and "prompt" not in given:
         out["prompt"] = None  # chat rows: the prompt comes from the messages
+    from rftkit.tasks.preference_rows import check_pair_columns  # not at the top: see row_to_problem
+
+    check_pair_columns(out, given)
+    out["defaults"] = frozenset(f for f in DEFAULT_COLUMNS if f not in given and out[f])
     if not out.get("prompt") and not out.get("messages"):
         raise DatasetError("columns: set `prompt` or `messages` to a column name")
     meta = out.get("meta")
@@ -134,15 +143,18 @@ def _text(value: Any, field: str, col: str | None, allow_numbers: bool = False) 
     return value
 
 
-def _messages(value: Any, col: str) -> list[dict[str, str]]:
+def _messages(value: Any, col: str, field: str = "messages") -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
-        raise RowError("messages", col, f"expected a non-empty list of {{role, content}}, got {type(value).__name__}")
+        raise RowError(field, col, f"expected a non-empty list of {{role, content}}, got {type(value).__name__}")
     out = []
     for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise RowError("messages", col, f"message {i} is not {{'role': str, 'content': str}}: {str(m)[:80]}")
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+            raise RowError(field, col, f"message {i} is not {{'role': str, 'content': str}}: {str(m)[:80]}")
+        if not isinstance(m["content"], str):
+            raise RowError(field, col, f"message {i} has content of type {type(m['content']).__name__}, "
+                           f"expected a string: {str(m['content'])[:60]!r}")
         if m["role"] not in ROLES:
-            raise RowError("messages", col, f"message {i} has role '{m['role']}'; valid: {', '.join(ROLES)}")
+            raise RowError(field, col, f"message {i} has role '{m['role']}'; valid: {', '.join(ROLES)}")
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
@@ -166,14 +178,20 @@ def _prompt_and_chat(rec: dict, cols: dict, template: str | None) -> tuple[str, 
     if cols.get("messages"):
         msgs = _messages(_get(rec, cols, "messages"), cols["messages"])
         demo = msgs.pop()["content"] if msgs[-1]["role"] == "assistant" else None
-        if not msgs or msgs[-1]["role"] != "user":
-            raise RowError("messages", cols["messages"], "the prompt turns must end with a user message")
-        _text(msgs[-1]["content"], "messages", cols["messages"])
-        if template:
-            msgs[-1]["content"] = _fill(template, rec, msgs[-1]["content"])
-        return "\n\n".join(m["content"] for m in msgs), msgs, demo
+        return (*chat_prompt(msgs, rec, template, "messages", cols["messages"]), demo)
     prompt = _text(_get(rec, cols, "prompt"), "prompt", cols["prompt"])
     return (_fill(template, rec, prompt) if template else prompt), None, None
+
+
+def chat_prompt(msgs: list[dict[str, str]], rec: dict, template: str | None, field: str,
+                col: str | None) -> tuple[str, list[dict[str, str]]]:
+    """Validated prompt turns -> (prompt text, turns); the template fills the last user turn."""
+    if not msgs or msgs[-1]["role"] != "user":
+        raise RowError(field, col, "the prompt turns must end with a user message")
+    _text(msgs[-1]["content"], field, col)
+    if template:
+        msgs[-1]["content"] = _fill(template, rec, msgs[-1]["content"])
+    return "\n\n".join(m["content"] for m in msgs), msgs
 
 
 def _fill(template: str, rec: dict, prompt: str) -> str:
@@ -186,15 +204,24 @@ def _fill(template: str, rec: dict, prompt: str) -> str:
 def row_to_problem(rec: dict[str, Any], cols: dict[str, Any], *, template: str | None, verifier: str,
                    task: str) -> Problem:
     """One validated row -> Problem; raises RowError naming the field."""
-    prompt, msgs, chat_demo = _prompt_and_chat(rec, cols, template)
+    # imported here, not at the top: preference_rows reads rows with this module's helpers
+    from rftkit.tasks import preference_rows
+
+    meta: dict[str, Any] = {}
+    pair = preference_rows.is_preference(rec, cols)
+    if pair:
+        prompt, msgs, demo, meta["rejected"] = preference_rows.preference_parts(rec, cols, template)
+    else:
+        prompt, msgs, demo = _prompt_and_chat(rec, cols, template)
     answer = ""
-    if cols.get("answer"):
-        answer = _text(_get(rec, cols, "answer"), "answer", cols["answer"], allow_numbers=True).strip()
-    demo = chat_demo
+    # a preference row without an answer column is unverifiable data, not an error: answer ""
+    optional = pair and "answer" in cols["defaults"]
+    raw_answer = _get(rec, cols, "answer", required=not optional)
+    if cols.get("answer") and not (optional and raw_answer is None):
+        answer = _text(raw_answer, "answer", cols["answer"], allow_numbers=True).strip()
     if cols.get("demo"):
         raw = _get(rec, cols, "demo")  # optional per row: null or an empty cell means no demo
         demo = None if raw is None or (isinstance(raw, str) and not raw.strip()) else _text(raw, "demo", cols["demo"])
-    meta: dict[str, Any] = {}
     if msgs is not None:
         meta["messages"] = msgs
     src = _get(rec, cols, "source")
@@ -321,7 +348,7 @@ def _char_tokens(problem: Problem) -> int:
 
 
 def _columns_used(cols: dict[str, Any]) -> list[str]:
-    used = [c for f, c in cols.items() if f != "meta" and isinstance(c, str) and c]
+    used = [c for f, c in cols.items() if f in FIELDS and f != "meta" and isinstance(c, str) and c]
     return used + list((cols.get("meta") or {}).values())
 
 
