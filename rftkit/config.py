@@ -127,6 +127,10 @@ class StageRolloutCfg(Strict):
     (dapo_overlong, mask_truncated, length_penalty, kl_penalty)."""
 
     groups: PartCfg = Field(default_factory=lambda: PartCfg(name="on_policy"))
+    policy: Literal["current", "reference"] = "current"
+    """Which model samples the rollouts: the policy in training (on-policy RL, online DPO) or
+    the frozen reference, the model the stage starts from (offline data: its distribution does
+    not move with the policy, as offline DPO's pairs, A-LoL's and CoPG's data)."""
     resample: list[PartCfg] = Field(default_factory=list)
     rewards: list[PartCfg] = Field(default_factory=list)
 
@@ -176,6 +180,9 @@ class StageCfg(Strict):
     """Sets objective weights each step from training signals (sasr, amft); None = schedules only."""
     teacher: str | None = None
     """A model folder or run dir whose log-probs objectives needing "teacher" read (KDRL)."""
+    prm: str | None = None
+    """A process reward model folder (written by a stage with the `prm` objective, e.g.
+    reward_models/prm; relative paths are from the run dir) that parts needing "prm" read."""
 
     @model_validator(mode="before")
     @classmethod

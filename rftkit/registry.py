@@ -45,6 +45,8 @@ class Need(enum.StrEnum):
     PAIRS = "pairs"  # preference pairs (chosen, rejected) of the step's prompts
     REF_PAIRS = "ref_pairs"  # reference-policy log-probs of the pairs
     SCORES = "scores"  # a scalar-head reward model's scores (and the reward model to train)
+    STEP_LABELS = "step_labels"  # Math-Shepherd step labels of the rollout rows (training a PRM)
+    PRM = "prm"  # a trained process reward model's step scores of the rollout rows (stage key `prm`)
 
 
 def needs_set(needs: Iterable[str]) -> frozenset[Need]:

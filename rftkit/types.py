@@ -84,7 +84,8 @@ class RolloutBatch:
     bool. Optional, when the stage needs them: ref_logp [N, T] (reference policy),
     values [N, T] (critic at rollout time), returns [N, T] (value targets), offpolicy [N]
     bool (demonstration rows inside a group), prefix_mask [N, T] (forced prefix tokens, not
-    in `mask`), teacher_logp [N, T].
+    in `mask`), teacher_logp [N, T], step_mask [N, T] (1 at each reasoning step's last token,
+    needs "step_labels" or "prm"), step_labels [N, T] (Math-Shepherd label at step ends).
     `problems`/`texts`/`verdicts` have length N.
     """
 
@@ -104,6 +105,8 @@ class RolloutBatch:
     offpolicy: Tensor | None = None
     prefix_mask: Tensor | None = None
     teacher_logp: Tensor | None = None
+    step_mask: Tensor | None = None
+    step_labels: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,10 @@ class PairBatch:
 
 @dataclass(frozen=True)
 class DemoBatch:
-    """Demonstrations (off-policy targets) of one step. tokens [M, T], mask [M, T]."""
+    """Demonstrations (off-policy targets) of one step. tokens [M, T], mask [M, T], weights [M]
+    (a demonstration's weight, from its problem's meta["demo_weight"], default 1)."""
 
     tokens: Tensor
     mask: Tensor
     problems: list[Problem]
+    weights: Tensor | None = None

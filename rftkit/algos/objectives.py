@@ -47,15 +47,20 @@ class LossInputs:
     demo_tokens [M, T] (the demonstration token ids), demo_ref_logp [M, T] (reference policy on
     the demonstrations, needs "ref_demos"), demo_next_logp [M, T-1, V] (with grad, needs
     "demo_dist"): the full next-token log-softmax, demo_next_logp[:, t] = log pi(. | tokens[:, :t+1])
-    is the distribution of demo_tokens[:, t+1] (the tensor the forward pass builds anyway; OTR).
+    is the distribution of demo_tokens[:, t+1] (the tensor the forward pass builds anyway; OTR);
+    demo_weights [M]: each demonstration's weight (DemoBatch.weights; C-RLFT's class reward).
     Pair part (preference objectives, rftkit.algos.preference): pair_logp [P, 2, T] (with grad),
     pair_mask [P, 2, T], pair_rewards [P, 2], pair_ref_logp [P, 2, T] (needs "ref_pairs"),
     pair_scores [P, 2] (a reward model's scores, with grad, needs "scores"); index 0 chosen,
     1 rejected. scores [N]: the reward model's scores of the rollout rows (needs "scores").
+    Process part (rftkit.algos.process): token_scores [N, T] (the scorer's logit at every token,
+    with grad, needs "scores"), step_labels [N, T] (Math-Shepherd labels at step ends, needs
+    "step_labels"), step_mask [N, T] (1 at each step's last token).
     seed: a reproducible per-micro-batch seed derived from the step seed, for objectives that
     sample (OTR): they draw from their own torch.Generator, never the global RNG, so resume is exact.
     Normalization (see `aggregate`): whole holds the mask-like fields (mask, prefix_mask,
-    rewards, offpolicy, demo_mask, pair_mask) of the whole optimizer-step batch this micro-batch is a
+    rewards, offpolicy, demo_mask, demo_weights, pair_mask,
+    step_mask) of the whole optimizer-step batch this micro-batch is a
     slice of (None: this is the whole batch); max_tokens is the generation budget
     (rollout.max_new_tokens), Dr. GRPO's constant.
     """
@@ -81,12 +86,16 @@ class LossInputs:
     demo_ref_logp: Tensor | None = None
     demo_tokens: Tensor | None = None
     demo_next_logp: Tensor | None = None
+    demo_weights: Tensor | None = None
     pair_logp: Tensor | None = None
     pair_mask: Tensor | None = None
     pair_rewards: Tensor | None = None
     pair_ref_logp: Tensor | None = None
     pair_scores: Tensor | None = None
     scores: Tensor | None = None
+    token_scores: Tensor | None = None
+    step_labels: Tensor | None = None
+    step_mask: Tensor | None = None
     seed: int | None = None
     whole: LossInputs | None = None
     max_tokens: int | None = None

@@ -19,13 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rftkit.algos.hybrid_sft import need as _need
 from rftkit.algos.objectives import LossInputs, objective
-
-
-def _need(inp: LossInputs, names: tuple[str, ...], who: str) -> None:
-    missing = [n for n in names if getattr(inp, n) is None]
-    if missing:
-        raise ValueError(f"objective '{who}' needs LossInputs.{', LossInputs.'.join(missing)}")
 
 
 def seq_logp(logp: Tensor, mask: Tensor, average: bool = False) -> Tensor:
@@ -60,10 +55,11 @@ def _pair_metrics(prefix: str, loss: Tensor, margin: Tensor, chosen: Tensor, rej
 def dpo_objective(inp: LossInputs, *, beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[Tensor, dict]:
     """DPO: -log sigmoid(beta h) (Rafailov et al. 2023, arXiv:2305.18290, eq. 7).
 
-    label_smoothing eps > 0 is conservative DPO (cDPO, Mitchell 2023; TRL `loss_type="sigmoid"`
-    with `label_smoothing`): -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), for
-    labels flipped with probability eps. Metrics pref/chosen_reward and pref/rejected_reward are
-    beta log pi / pi_ref of each side (TRL's rewards/chosen, rewards/rejected).
+    label_smoothing eps > 0 is conservative DPO (cDPO, Mitchell 2023, "A note on DPO with noisy
+    preferences"): -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), for labels flipped
+    with probability eps; the form of TRL's `dpo_loss` (loss_type "sigmoid") up to v0.12 and of
+    the SimPO code (TRL 1.x moved label smoothing to its "robust" loss). Metrics
+    pref/chosen_reward and pref/rejected_reward are beta log pi / pi_ref of each side (TRL's rewards/chosen, rewards/rejected).
     """
     _need(inp, ("pair_logp", "pair_ref_logp", "pair_mask"), "dpo")
     if beta <= 0 or not 0.0 <= label_smoothing < 0.5:
@@ -90,10 +86,11 @@ def ipo_objective(inp: LossInputs, *, beta: float = 0.1) -> tuple[Tensor, dict]:
 
 
 @objective("simpo", needs={"pairs"})
-def simpo_objective(inp: LossInputs, *, beta: float = 2.0, gamma: float = 1.0) -> tuple[Tensor, dict]:
+def simpo_objective(inp: LossInputs, *, beta: float = 2.0, gamma: float = 0.5) -> tuple[Tensor, dict]:
     """SimPO, reference-free and length-normalized (Meng et al. 2024, arXiv:2405.14734, eq. 6):
     -log sigmoid(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma). gamma is the target
-    reward margin (absolute, as in the paper's eq.; the paper uses beta 2-2.5, gamma 0.5-1.5)."""
+    reward margin, absolute as in the paper's eq. 6 and TRL's CPOTrainer (the official code takes gamma / beta;
+    its defaults beta 2.0, gamma / beta 0.25 give the defaults here)."""
     _need(inp, ("pair_logp", "pair_mask"), "simpo")
     if beta <= 0 or gamma < 0:
         raise ValueError(f"simpo: beta must be > 0 and gamma >= 0, got {beta}, {gamma}")

@@ -82,7 +82,9 @@ class RewardBatch:
     completion tokens), lengths [N] (completion tokens), truncated [N] bool (hit the budget),
     offpolicy [N] bool (demonstration rows), logp [N, T] (behaviour log-probs), ref_logp [N, T]
     (None unless the transform needs "ref"), max_new_tokens, kl_coef (the adaptive coefficient
-    carried across steps, None at a stage's start), rollouts (G x prompts per step)."""
+    carried across steps, None at a stage's start), rollouts (G x prompts per step);
+    step_mask [N, T] (1 at each step's last token) and step_scores [N, T] (a process reward
+    model's sigmoid score there, 0 elsewhere), both None unless a transform needs "prm"."""
 
     mask: Tensor
     lengths: Tensor
@@ -93,6 +95,8 @@ class RewardBatch:
     max_new_tokens: int
     kl_coef: float | None
     rollouts: int
+    step_mask: Tensor | None = None
+    step_scores: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,15 @@ state as JSON through checkpoints. Each is registered by name; knobs are keyword
     s3ft          S3FT: the policy's own correct sample when it has one, else the gold demo
     metis         Metis-RISE targeted SFT: gold demos where the policy always fails, its own
                   correct samples where it sometimes succeeds
+    top_reward    SuperHF / RAFT with a reward model: each group's best sample by reward
+    crlft         C-RLFT: mixed expert / sub-optimal demos, the class in the prompt and its
+                  reward as the demonstration's weight
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any, Protocol
 
 from rftkit.algos.groups import group_rows
@@ -192,6 +196,62 @@ class MetisDemos(_Stateless):
                 expert += 1
         n = max(1, len(all_groups))
         return out, {"mix/expert_fraction": expert / n, "mix/self_fraction": own / n}
+
+
+@DEMO_SOURCES.register("top_reward", needs={"rollout"})
+class TopReward(_Stateless):
+    """The best sample of each group by reward (a reward model's score, or the verifier's),
+    when it reaches `min_reward`: the filtering step of SuperHF (Mukobi et al. 2023,
+    arXiv:2310.16763, top-1 of the prompt's samples) and RAFT with a reward model
+    (arXiv:2304.06767). Ties go to the first row. Metric: mix/self_demos."""
+
+    def __init__(self, pool: list[Problem], *, min_reward: float | None = None) -> None:
+        super().__init__(pool)
+        self.min_reward = min_reward
+
+    def __call__(self, problems, batch, rng):
+        out: Pairs = []
+        rewards = batch.rewards.tolist() if batch is not None else []
+        for rows in groups(batch) if batch is not None else []:
+            rows = [r for r in rows if not _off(batch, r)]
+            if not rows:
+                continue
+            best = max(rows, key=lambda r: (rewards[r], -r))
+            if self.min_reward is None or rewards[best] >= self.min_reward:
+                out.append((batch.problems[best], batch.texts[best]))
+        return out, {"mix/self_demos": float(len(out))}
+
+
+@DEMO_SOURCES.register("crlft")
+class CRLFTDemos(_Stateless):
+    """C-RLFT's mixed-quality data (OpenChat, arXiv:2309.11235): each prompt's demonstration is
+    expert (the task's own, with probability `expert_share`) or sub-optimal (its answer
+    corrupted, as the `noisy` source does). The class conditions the policy through the prompt:
+    a sub-optimal demonstration's prompt starts with `suboptimal_tag`, an expert one's is the
+    plain prompt, so evaluation (plain prompts) conditions on the expert class. Each carries
+    its class reward as meta["demo_weight"] (1 expert, `suboptimal_weight` otherwise), which the
+    `crlft` objective reads. Metric: mix/expert_fraction."""
+
+    def __init__(self, pool: list[Problem], *, expert_share: float = 0.2, suboptimal_weight: float = 0.1,
+                 suboptimal_tag: str = "~") -> None:
+        super().__init__(pool)
+        if not 0.0 <= expert_share <= 1.0 or suboptimal_weight < 0 or not suboptimal_tag:
+            raise ValueError("crlft: expert_share in [0, 1], suboptimal_weight >= 0 and a non-empty suboptimal_tag")
+        self.share, self.weight, self.tag = expert_share, suboptimal_weight, suboptimal_tag
+
+    def __call__(self, problems, batch, rng):
+        out: Pairs = []
+        expert = 0
+        for p in problems:
+            if p.demo is None:
+                continue
+            if rng.random() < self.share:
+                out.append((replace(p, meta={**p.meta, "demo_weight": 1.0}), p.demo))
+                expert += 1
+            else:
+                tagged = replace(p, prompt=self.tag + p.prompt, meta={**p.meta, "demo_weight": self.weight})
+                out.append((tagged, corrupt_answer(p.demo, rng)))
+        return out, {"mix/expert_fraction": expert / max(1, len(out))}
 
 
 def _off(batch: RolloutBatch, row: int) -> bool:

@@ -37,7 +37,9 @@ def demo_batch(tok, pairs: list[tuple[Problem, str]], max_len: int) -> DemoBatch
         kept.append(p)
     if not toks:
         return None
-    return DemoBatch(tokens=pad(toks, tok.pad_id, torch.long), mask=pad(masks, 0.0, torch.float32), problems=kept)
+    weights = torch.tensor([float(p.meta.get("demo_weight", 1.0)) for p in kept], dtype=torch.float32)
+    return DemoBatch(tokens=pad(toks, tok.pad_id, torch.long), mask=pad(masks, 0.0, torch.float32), problems=kept,
+                     weights=weights)
 
 
 def _row_of(batch: RolloutBatch, row: int) -> tuple[list[int], list[float]]:

@@ -135,14 +135,29 @@ def check_bounds(cfg: Config) -> None:
         raise ConfigError(str(e)) from None
 
 
+def _check_prm(s: StageCfg, binds: dict) -> None:
+    """A stage's `prm` folder is set exactly when a part reads a process reward model."""
+    last = binds["transforms"][-1] if binds["transforms"] else None
+    if "prm" in binds["advantage"].needs and (last is None or "prm" not in last.needs):
+        raise ConfigError(f"stages.{s.name}.rollout.rewards: advantage '{s.advantage.name}' reads step rewards; "
+                          f"list a transform that makes them from the PRM (process_rewards) last")
+    if ("prm" in _needs(binds)) == bool(s.prm):
+        return
+    raise ConfigError(f"stages.{s.name}.prm: " + (
+        "a part of the stage needs a process reward model (process_rewards, grpo_process); set it to a PRM "
+        "folder, e.g. reward_models/prm" if not s.prm else "no part of the stage reads a process reward model "
+        "(process_rewards, grpo_process), so it would do nothing; remove it"))
+
+
 def _check_stage(s: StageCfg, binds: dict, r) -> None:
     needs = set().union(*(o.needs for o in binds["objectives"]))
     rolls_out = "rollout" in _needs(binds)
     if "values" in needs and not binds["advantage"].marks.get("returns"):
         raise bound_error(f"stages.{s.name}.advantage", s.advantage.name, (
             "should be an estimator that also gives value targets (gae): an objective of the stage trains a critic"))
+    _check_prm(s, binds)
     ro = s.rollout
-    if not rolls_out and (ro.resample or ro.rewards or ro.groups.name != "on_policy"):
+    if not rolls_out and (ro.resample or ro.rewards or ro.groups.name != "on_policy" or ro.policy != "current"):
         raise ConfigError(f"stages.{s.name}.rollout: the stage samples no rollouts (no objective needs them), so "
                           f"its groups / resample / rewards parts would do nothing; remove them")
     for t in binds["transforms"][:-1]:

@@ -40,6 +40,7 @@ from rftkit.registry import Bound
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.train.batches import demo_batch, pair_batch
 from rftkit.train.controllers import WeightController
+from rftkit.train.prm_labels import LoadedPrm, process_data
 from rftkit.train.rollout_rows import (
     add_reward_metrics,
     collate,
@@ -94,6 +95,7 @@ class StepParts:
     skip_inert_rows: bool
     ref_reset_every: int
     lr_at: Callable[[int], float]
+    prm: LoadedPrm | None = None  # a trained process reward model (parts needing "prm"; stage key `prm`)
 
 
 def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, seed: int) -> dict:
@@ -252,10 +254,13 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
             values = parts.critic(m["tokens"]) * mask
     if "greedy" in parts.advantage.needs:
         greedy = greedy_rewards(parts, m["problems"], group_ids, seed + 1)
+    steps = process_data(parts, m, seed, metrics)  # step ends, PRM labels / scores (train/prm_labels.py)
+    step_mask = steps.step_mask if steps is not None else None
     rewards, seq_rewards = m["rewards"], m["rewards"]
     for transform in parts.transforms:
         rb = RewardBatch(mask, m["mask"].sum(1), m["truncated"], m["offpolicy"], m["logp"], ref_logp,
-                         parts.sampling.max_new_tokens, state.kl_coef, parts.batch_size * parts.sampling.n)
+                         parts.sampling.max_new_tokens, state.kl_coef, parts.batch_size * parts.sampling.n,
+                         step_mask, steps.scores if steps is not None else None)
         shaped = transform(rewards, rb)
         rewards, mask = shaped.rewards, shaped.mask
         seq_rewards = rewards if rewards.dim() == 1 else seq_rewards
@@ -264,11 +269,13 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
             state.kl_coef = shaped.kl_coef
     if values is not None:
         values = values * mask
-    adv, returns = parts.advantage(rewards, group_ids, mask, values=values, greedy_rewards=greedy)
+    extra = {"step_mask": step_mask} if "prm" in parts.advantage.needs else {}  # grpo_process
+    adv, returns = parts.advantage(rewards, group_ids, mask, values=values, greedy_rewards=greedy, **extra)
     has_prefix, has_off = bool(m["prefix"].any()), bool(m["offpolicy"].any())
     return RolloutBatch(tokens=m["tokens"], mask=mask, old_logp=m["logp"], group_ids=group_ids,
                         rewards=seq_rewards, advantages=adv * mask, truncated=m["truncated"],
                         problems=m["problems"], texts=m["texts"], verdicts=m["verdicts"],
                         ref_logp=ref_logp, values=values, returns=returns,
                         offpolicy=m["offpolicy"] if has_off else None,
-                        prefix_mask=m["prefix"] if has_prefix else None, teacher_logp=teacher)
+                        prefix_mask=m["prefix"] if has_prefix else None, teacher_logp=teacher,
+                        step_mask=step_mask, step_labels=steps.labels if steps is not None else None)

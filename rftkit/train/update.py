@@ -43,11 +43,12 @@ def _whole(batch: RolloutBatch | None, demos: DemoBatch | None, pairs: PairBatch
     whole = LossInputs()
     if batch is not None and rs is not None:
         whole.mask, whole.rewards = batch.mask[rs], batch.rewards[rs]
-        for name in ("offpolicy", "prefix_mask"):
+        for name in ("offpolicy", "prefix_mask", "step_mask"):
             value = getattr(batch, name)
             setattr(whole, name, None if value is None else value[rs])
     if demos is not None and ds is not None:
         whole.demo_mask = demos.mask[ds]
+        whole.demo_weights = None if demos.weights is None else demos.weights[ds]
     if pairs is not None and ps is not None:
         whole.pair_mask = pairs.mask[ps]
     return whole
@@ -102,18 +103,29 @@ def _inputs(parts, data: tuple, sl: tuple[slice | None, ...], old_logp: Tensor |
             if old_logp is None:  # engine vs trainer log-prob mismatch, for free on this path
                 metrics["rollout/logprob_diff"].append(_mean_abs(inp.old_logp, batch.old_logp[rs], seen))
         inp.ref_logp = None if batch.ref_logp is None else batch.ref_logp[rs]
-        if getattr(parts, "scorer", None) is not None and any("rollout" in t.fn.needs and "scores" in t.fn.needs
-                                                             for t in parts.terms):
-            inp.scores = parts.scorer.score(batch.tokens[rs], batch.mask[rs])
+        if getattr(parts, "scorer", None) is not None:
+            _score_rows(parts, inp, batch, rs)
     if demos is not None and ds is not None:
         dlp, dent, next_logp = token_distributions(parts.model, demos.tokens[ds])
         inp.demo_logp, inp.demo_entropy, inp.demo_mask = dlp, dent, demos.mask[ds]
         inp.demo_tokens = demos.tokens[ds]
+        inp.demo_weights = None if demos.weights is None else demos.weights[ds]
         if "demo_dist" in parts.needs:  # only handed out when asked for, so the trace stays explicit
             inp.demo_next_logp = next_logp
         if "ref_demos" in parts.needs:
             inp.demo_ref_logp = _frozen_logp(parts.ref_model, demos.tokens[ds], demos.mask[ds], 1.0)
     return inp
+
+
+def _score_rows(parts, inp: LossInputs, batch: RolloutBatch, rs: slice) -> None:
+    """The scorer on the rollout rows, for the objectives reading it: token_scores [n, T] with
+    the step labels for a process reward model (`prm`), scores [n] for an outcome one."""
+    reads = [t.fn.needs for t in parts.terms if "rollout" in t.fn.needs and "scores" in t.fn.needs]
+    if any("step_labels" in n for n in reads):
+        inp.token_scores = parts.scorer.token_scores(batch.tokens[rs])
+        inp.step_labels, inp.step_mask = batch.step_labels[rs], batch.step_mask[rs]
+    if any("step_labels" not in n for n in reads):
+        inp.scores = parts.scorer.score(batch.tokens[rs], batch.mask[rs])
 
 
 def _row_logprobs(parts, batch: RolloutBatch, rs: slice, active: Tensor | None,
