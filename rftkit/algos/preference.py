@@ -59,7 +59,8 @@ def dpo_objective(inp: LossInputs, *, beta: float = 0.1, label_smoothing: float 
     preferences"): -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), for labels flipped
     with probability eps; the form of TRL's `dpo_loss` (loss_type "sigmoid") up to v0.12 and of
     the SimPO code (TRL 1.x moved label smoothing to its "robust" loss). Metrics
-    pref/chosen_reward and pref/rejected_reward are beta log pi / pi_ref of each side (TRL's rewards/chosen, rewards/rejected).
+    pref/chosen_reward and pref/rejected_reward are beta log pi / pi_ref of each side (TRL's
+    rewards/chosen, rewards/rejected).
     """
     _need(inp, ("pair_logp", "pair_ref_logp", "pair_mask"), "dpo")
     if beta <= 0 or not 0.0 <= label_smoothing < 0.5:
@@ -106,7 +107,7 @@ def bradley_terry_objective(inp: LossInputs, *, margin: float = 0.0, center: flo
     Ouyang et al. 2022, arXiv:2203.02155, eq. 1; TRL `RewardTrainer`). center > 0 adds
     center * (r(y_w) + r(y_l))^2, TRL's `center_rewards_coefficient` (Eisenstein et al. 2023),
     which keeps the scores near zero. Reads pair_scores [P, 2] (the scorer, with grad)."""
-    _need(inp, ("pair_scores",), "bradley_terry")
+    _need(inp, ("pair_scores", "pair_mask"), "bradley_terry")
     s = inp.pair_scores
     diff = s[:, 0] - s[:, 1]
     per_pair = -F.logsigmoid(diff - margin)

@@ -9,7 +9,10 @@ Model folders of an HF-based run (`models/<stage>/`, checkpoints) hold `model.js
 `export_run(run_or_model_dir, out_dir)` writes a folder `AutoModelForCausalLM.from_pretrained`
 loads: an HF run's weights (LoRA merged into the base) and tokenizer; the built-in GPT as a
 `LlamaForCausalLM` that computes the same function (see `gpt_to_llama`), with its character
-tokenizer as a `tokenizers` WordLevel tokenizer.
+tokenizer as a `tokenizers` WordLevel tokenizer. A reward-model folder (model/reward_model.py)
+exports as a folder `AutoModelForSequenceClassification.from_pretrained` loads: the built-in
+RM as a `LlamaForSequenceClassification` (the same Llama trunk + `score.weight`, see
+`gpt_rm_to_llama`), an HF RM as it is (its folder already is one).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rftkit.model.gpt import GPT
 from rftkit.model.hf import HFPolicy, base_weight_tensors, load_hf_policy, require
 from rftkit.model.hf_tokenizer import HFTokenizer
 from rftkit.model.io import ARCH, atomic_dir, commit_dir, load_model
+from rftkit.model.reward_model import RM_ARCH, RewardScorer, load_reward_model
 from rftkit.model.tokenizer import SPECIALS, CharTokenizer
 
 HF_ARCH = "hf"
@@ -190,6 +194,20 @@ def gpt_to_llama(model: GPT):
     return hf.eval()
 
 
+def gpt_rm_to_llama(scorer: RewardScorer):
+    """A float32 `LlamaForSequenceClassification` (num_labels 1, pad 0) with a built-in RM's
+    trunk (as `gpt_to_llama`) and head as `score.weight`: the same scores on the same ids
+    (transformers pools at the rightmost non-pad token, the eos the scorer reads)."""
+    tf = require("transformers")
+    config = llama_config_for(scorer.trunk)
+    config.num_labels = 1
+    hf = tf.LlamaForSequenceClassification(config).float()
+    hf.model.load_state_dict(gpt_to_llama(scorer.trunk).model.state_dict())
+    with torch.no_grad():
+        hf.score.weight.copy_(scorer.head.weight.detach().float().cpu())
+    return hf.eval()
+
+
 def char_tokenizer_to_hf(tok: CharTokenizer):
     """The character tokenizer as a PreTrainedTokenizerFast with the same ids (one per char).
 
@@ -257,6 +275,8 @@ def export_run(run_or_model_dir: str | Path, out_dir: str | Path, *, stage: str 
         hf.to(dtype).save_pretrained(str(tmp))
         tok.hf.save_pretrained(str(tmp))
         kind = "merged LoRA" if policy.has_adapters else "full fine-tuning"
+    elif meta.get("arch") == RM_ARCH:
+        kind = _export_reward_model(folder, meta, tmp)
     elif meta.get("arch") == ARCH:
         model, char_tok = load_model(folder, "cpu")
         gpt_to_llama(model).save_pretrained(str(tmp))
@@ -267,6 +287,20 @@ def export_run(run_or_model_dir: str | Path, out_dir: str | Path, *, stage: str 
     (tmp / "rftkit_export.json").write_text(json.dumps({"source": str(folder.resolve()), "kind": kind}, indent=2))
     commit_dir(tmp, out)
     return out
+
+
+def _export_reward_model(folder: Path, meta: dict, tmp: Path) -> str:
+    if meta.get("trunk") == "hf":  # already an AutoModelForSequenceClassification folder
+        import shutil
+
+        for f in folder.iterdir():
+            if f.is_file() and f.name != "model.json":
+                shutil.copy2(f, tmp / f.name)
+        return "reward model (AutoModelForSequenceClassification, as saved)"
+    scorer, char_tok = load_reward_model(folder, "cpu")
+    gpt_rm_to_llama(scorer).save_pretrained(str(tmp))
+    char_tokenizer_to_hf(char_tok).save_pretrained(str(tmp))
+    return "built-in reward model as LlamaForSequenceClassification (gelu, mlp_bias, up_proj = 1)"
 
 
 def _source_dtype(source) -> torch.dtype:
@@ -281,5 +315,5 @@ def _source_dtype(source) -> torch.dtype:
 
 
 __all__ = ["save_hf_model", "load_hf_model", "is_hf_folder", "write_hf_checkpoint", "export_run", "gpt_to_llama",
-           "char_tokenizer_to_hf",
+           "gpt_rm_to_llama", "char_tokenizer_to_hf",
            "checkpoint_tensors", "load_checkpoint_tensors", "model_folder"]

@@ -42,6 +42,7 @@ from rftkit.train.build import (
     task_specs,
 )
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.update import UpdateState
@@ -222,9 +223,13 @@ def train_stage(run: Run) -> None:
     start = st.global_step - st.stage_step
     pool = [p for p in run.pools.train if stage.tasks is None or p.source in stage.tasks]
     parts = stage_parts(cfg, stage, run.model, run.tok, pool, cfg.seed + st.stage_idx, start)
-    parts.ref_model = _ref_model(run, st.stage_idx, bool({"ref", "ref_demos", "ref_pairs"} & parts.needs),
+    offline = stage.rollout.policy == "reference"
+    parts.ref_model = _ref_model(run, st.stage_idx, offline or bool({"ref", "ref_demos", "ref_pairs"} & parts.needs),
                                  bool(stage.rl.ref_reset_every))
+    if offline:  # the frozen reference samples the stage's rollouts (offline data)
+        parts.generator = GENERATORS.bind(cfg.rollout.engine)(parts.ref_model, run.tok)
     parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
+    parts.prm = stage_prm(run.dir, stage, "prm" in parts.needs, cfg.model.device)
     parts.rewards = run.rewards
     update = UpdateState(**st.update)
     if st.stage_step == 0:
@@ -264,6 +269,8 @@ def train_stage(run: Run) -> None:
         from rftkit.train.reward_stage import finish_reward_model
 
         finish_reward_model(run, parts, stage)
+        if "step_labels" in parts.needs:  # a process reward model: its step separator goes with it
+            mark_prm(run.dir / "reward_models" / stage.name, label_knobs(parts)[0])
     run_eval(run, parts, stage.name, save=True)
     st.stage_idx, st.stage_step = st.stage_idx + 1, 0
     _checkpoint(run, parts, update)

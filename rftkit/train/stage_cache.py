@@ -14,7 +14,8 @@ Face model's copies are large and its weights may change behind its path), no us
 no dataset files, no teacher.
 
     <out_dir>/.stage_cache/<key>/  model.safetensors, model.json, metrics.jsonl,
-                                   eval/<stage>*.json(l), state.json, rng.safetensors
+                                   eval/<stage>*.json(l), state.json, rng.safetensors,
+                                   reward_model/ (a reward-model stage's reward_models/<stage>)
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def store(run, idx: int, first_line: int, update_state: dict) -> None:
     (tmp / "eval").mkdir()
     for f in (run.dir / "eval").glob(f"{stage}*"):
         shutil.copy2(f, tmp / "eval" / f.name)
+    if (run.dir / "reward_models" / stage).is_dir():  # a reward-model stage's RM (train/reward_stage.py)
+        shutil.copytree(run.dir / "reward_models" / stage, tmp / "reward_model")
     (tmp / "state.json").write_text(json.dumps({"stage": stage, "global_step": run.state.global_step,
                                                 "update": update_state}))
     save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
@@ -115,6 +118,8 @@ def restore(run, idx: int) -> dict | None:
     (run.dir / "eval").mkdir(exist_ok=True)
     for f in (entry / "eval").iterdir():
         shutil.copy2(f, run.dir / "eval" / f.name)
+    if (entry / "reward_model").is_dir():
+        shutil.copytree(entry / "reward_model", run.dir / "reward_models" / stage, dirs_exist_ok=True)
     for line in (entry / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         run.log.log(record)

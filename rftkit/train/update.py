@@ -76,13 +76,25 @@ def _policy_reads_pairs(parts) -> bool:
     return any("pairs" in t.fn.needs and "scores" not in t.fn.needs for t in parts.terms)
 
 
+def _policy_reads_rows(parts) -> bool:
+    """Whether an objective reads the policy on the rollout rows (not so in a reward-model stage,
+    whose objectives read only the scorer, or whose rollouts only feed a pair source)."""
+    terms = getattr(parts, "terms", None)
+    if terms is None or getattr(parts, "scorer", None) is None:
+        return True
+    return any("rollout" in t.fn.needs and "scores" not in t.fn.needs for t in terms)
+
+
 def _inputs(parts, data: tuple, sl: tuple[slice | None, ...], old_logp: Tensor | None, metrics: dict, seed: int,
             active: Tensor | None = None, whole: LossInputs | None = None) -> LossInputs:
     (batch, demos, pairs), (rs, ds, ps) = data, sl
     inp = LossInputs(seed=seed, whole=whole, max_tokens=parts.sampling.max_new_tokens)
     if pairs is not None and ps is not None:
         _pair_inputs(parts, inp, pairs, ps)
-    if batch is not None and rs is not None:
+    if batch is not None and rs is not None and not _policy_reads_rows(parts):
+        inp.mask, inp.rewards = batch.mask[rs], batch.rewards[rs]  # a reward-model stage: no policy forward
+        _score_rows(parts, inp, batch, rs)
+    elif batch is not None and rs is not None:
         logp, ent, fwd = _row_logprobs(parts, batch, rs, None if active is None else active[rs], old_logp)
         inp.logp, inp.entropy, inp.mask = logp, ent, batch.mask[rs]
         inp.advantages = batch.advantages[rs]
@@ -203,7 +215,7 @@ def _objective_sum(parts, inp: LossInputs, weights: dict[str, float], metrics: d
         w = weights[term.name]
         if w == 0.0 and parts.controller is None:  # a controller reads every term's metrics
             continue
-        if (("rollout" in term.fn.needs and inp.logp is None) or ("demos" in term.fn.needs and inp.demo_logp is None)
+        if (("rollout" in term.fn.needs and inp.mask is None) or ("demos" in term.fn.needs and inp.demo_logp is None)
                 or ("pairs" in term.fn.needs and inp.pair_mask is None)):
             continue  # this micro-batch holds no data for the term
         value, m = term.fn(inp)
