@@ -133,6 +133,12 @@ def check_bounds(cfg: Config) -> None:
             _check_stage(s, stage_binds(s), cfg.rollout)
     except RegistryError as e:
         raise ConfigError(str(e)) from None
+    for s in cfg.stages:
+        if s.rollout.policy == "reference" and cfg.model.lora:
+            raise bound_error(f"stages.{s.name}.rollout.policy", "reference", (
+                "is not supported with model.lora: the reference of a LoRA run is the base model seen through "
+                "the policy (adapters off), which the generation engine cannot sample from; use full "
+                "fine-tuning (model.lora: null) or rollout.policy: current"))
 
 
 def _check_prm(s: StageCfg, binds: dict) -> None:
