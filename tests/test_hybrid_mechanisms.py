@@ -91,6 +91,7 @@ class _Parts:
         self.resamplers = [RESAMPLERS.bind(n, p) for n, p in resample]
         self.transforms = [REWARD_TRANSFORMS.bind(n, p) for n, p in rewards]
         self.advantage = ADVANTAGES.bind("grpo")
+        self.needs, self.prm = frozenset({"rollout"}), None
 
 
 def _rollout(parts, indices, seed, progress=0.0):
