@@ -72,3 +72,15 @@ def test_preference_stage_resumes_exactly(name, tmp_path, monkeypatch):
     for rel in ["models/rl/model.safetensors", *rm]:
         wa, wb = weights(full.dir / rel), weights(resumed.dir / rel)
         assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa), rel
+
+
+def test_pointwise_reward_model_stage_trains_the_scorer_not_the_policy(tmp_path):
+    run = loop.train(config(tmp_path, {"objectives": [{"name": "rm_pointwise", "params": {"loss": "mse"}}],
+                                       "rollout": SHAPED, "steps": 3}))
+    rm = [r for r in records(run.dir) if "loss/rm" in r]
+    assert len(rm) == 3 and all(r["loss/rm"] == r["loss/rm"] for r in rm)  # finite, logged every step
+    policy_before, policy_after = weights(run.dir / "models/base/model.safetensors"), \
+        weights(run.dir / "models/rl/model.safetensors")
+    assert all(bool((policy_before[k] == policy_after[k]).all()) for k in policy_before)  # the policy never moved
+    head = weights(run.dir / "reward_models/rl/head.safetensors")["weight"]
+    assert bool(head.abs().sum() > 0)  # the zero-initialized head learned

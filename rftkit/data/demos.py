@@ -249,9 +249,17 @@ class CRLFTDemos(_Stateless):
                 out.append((replace(p, meta={**p.meta, "demo_weight": 1.0}), p.demo))
                 expert += 1
             else:
-                tagged = replace(p, prompt=self.tag + p.prompt, meta={**p.meta, "demo_weight": self.weight})
-                out.append((tagged, corrupt_answer(p.demo, rng)))
+                out.append((self._tagged(p), corrupt_answer(p.demo, rng)))
         return out, {"mix/expert_fraction": expert / max(1, len(out))}
+
+    def _tagged(self, p: Problem) -> Problem:
+        """The sub-optimal class: the tag before the prompt (before the last user turn's text for a
+        chat problem, whose messages are what the model reads)."""
+        meta = {**p.meta, "demo_weight": self.weight}
+        if meta.get("messages"):
+            *head, last = meta["messages"]
+            meta["messages"] = [*head, {**last, "content": self.tag + last["content"]}]
+        return replace(p, prompt=self.tag + p.prompt, meta=meta)
 
 
 def _off(batch: RolloutBatch, row: int) -> bool:
