@@ -27,8 +27,12 @@ from rftkit.train.loop import train
 
 from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
-METHODS = ["dpo_offline", "dpo_online", "grpo_verifier", "grpo_rm"]
-RECIPE = {"dpo_offline": "dpo", "dpo_online": "online_dpo", "grpo_verifier": "grpo", "grpo_rm": "rm_grpo"}
+METHODS = ["dpo_offline", "dpo_online", "grpo_verifier", "grpo_rm", "dpo_offline_lr2e-5", "dpo_online_lr2e-5"]
+RECIPE = {"dpo_offline": "dpo", "dpo_online": "online_dpo", "grpo_verifier": "grpo", "grpo_rm": "rm_grpo",
+          "dpo_offline_lr2e-5": "dpo", "dpo_online_lr2e-5": "online_dpo"}
+LR = {"dpo_offline_lr2e-5": 2e-5, "dpo_online_lr2e-5": 2e-5}
+"""A sensitivity check: every method runs at its recipe's learning rate (2e-4 for all four); DPO
+again at a tenth of it, to tell a method's gap from a learning rate that suits it less."""
 
 
 def _tree(method: str, seed: int, start: Path, out: Path, args, rl_steps: int, tag: str = "") -> dict:
@@ -38,6 +42,8 @@ def _tree(method: str, seed: int, start: Path, out: Path, args, rl_steps: int, t
     for s in stages:
         if s["name"] == "rl":
             s.update(steps=rl_steps, batch_size=args.batch)
+            if method in LR:
+                s["lr"] = LR[method]
         else:  # the RM's label budget: rm_steps x rm_batch prompts x 8 samples, one pair per mixed group
             s.update(steps=args.rm_steps, batch_size=args.rm_batch)
     tree.update(out_dir=str(out), name=f"{method}{tag}-s{seed}", seed=seed, progress=False, stages=stages)
