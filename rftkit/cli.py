@@ -180,16 +180,20 @@ def report(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to compare")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for compare.html / .md / .json")] = Path("compare"),
+    selector: Annotated[Optional[list[str]], typer.Option(
+        help="Test-time-scaling selectors to plot against samples (verifier, logprob, rm, prm, maj, "
+             "wmaj/rm, wmaj/logprob); repeat for several; default: every one the runs have")] = None,
     debug: bool = typer.Option(False, help="Show tracebacks (as `rftkit --debug`)"),
 ) -> None:
-    """Compare runs: a results table, pass@k curves overlaid, learning curves vs steps and wall time."""
+    """Compare runs: a results table, pass@k curves overlaid, learning curves vs steps and wall time,
+    and accuracy vs samples per test-time-scaling selector (runs evaluated with eval.scaling)."""
     from rftkit.report.compare import compare_runs
 
     with _expected_errors(debug):
         for r in runs:
             if not (r / "config.yaml").is_file():
                 raise ConfigError(f"'{r}' is not a run directory (no config.yaml)")
-        out.print(f"comparison: {compare_runs(runs, out_dir)}")
+        out.print(f"comparison: {compare_runs(runs, out_dir, selectors=selector or None)}")
 
 
 @app.command()

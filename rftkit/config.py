@@ -163,9 +163,8 @@ class StageCfg(Strict):
     demos: PartCfg = Field(default_factory=lambda: PartCfg(name="task"))
     """Where demonstrations come from (for objectives that use them)."""
     pairs: PartCfg = Field(default_factory=lambda: PartCfg(name="dataset"))
-    """Where preference pairs come from (for objectives that use them: dpo, ipo, simpo,
-    bradley_terry): `dataset` (each problem's chosen / rejected) or `group` (online: best vs
-    worst of each rollout group)."""
+    """Where preference pairs come from (dpo, ipo, bradley_terry...): `dataset` (each problem's
+    chosen / rejected) or `group` (online: best vs worst of each rollout group)."""
     lr: float | None = Field(None, gt=0)
     """Overrides optim.lr for this stage."""
     warmup_steps: int = Field(0, ge=0)
@@ -181,8 +180,7 @@ class StageCfg(Strict):
     teacher: str | None = None
     """A model folder or run dir whose log-probs objectives needing "teacher" read (KDRL)."""
     prm: str | None = None
-    """A process reward model folder (written by a stage with the `prm` objective, e.g.
-    reward_models/prm; relative paths are from the run dir) that parts needing "prm" read."""
+    """A PRM folder (e.g. reward_models/prm, from the run dir) that parts needing "prm" read."""
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +204,38 @@ class OptimCfg(Strict):
     """Abort after this many consecutive non-finite loss/gradient steps (each is skipped)."""
 
 
+class StepSearchCfg(Strict):
+    width: int = Field(4, ge=1)
+    expand: int = Field(4, ge=1)
+    """Continuations sampled from each kept partial solution per step."""
+    separator: str = Field(";", min_length=1)
+    guide: Literal["prm", "verifier"] = "prm"
+    """prm: eval.scaling.prm scores each step; verifier: the share of `rollouts` completions from it that verify."""
+    rollouts: int = Field(4, ge=1)
+    max_steps: int = Field(16, ge=1)
+
+
+class ScalingCfg(Strict):
+    """Test-time scaling in evaluation (docs/evaluation.md#test-time-scaling)."""
+
+    reward_model: str | None = None
+    """An outcome RM folder (reward_models/<stage> of this run, or a path): best-of-n, weighted voting."""
+    prm: str | None = None
+    """A process reward model folder: best-of-n by its minimum step score; guides step search."""
+    curve: bool = True
+    """Accuracy-vs-samples curves (k = 1, 2, 4, ..., n) for every selector."""
+    beam_width: int = Field(0, ge=0)
+    """Token-level beam search by the policy's log-prob with this many beams; 0 = off."""
+    step_search: StepSearchCfg | None = None
+
+    @model_validator(mode="after")
+    def _prm_for_prm_search(self) -> ScalingCfg:
+        if self.step_search is not None and self.step_search.guide == "prm" and self.prm is None:
+            raise Bound("step_search.guide", "prm", "needs eval.scaling.prm (a process reward model folder); "
+                                                    "or use guide: verifier")
+        return self
+
+
 class EvalCfg(Strict):
     every: int = Field(0, ge=0)
     """Evaluate every N steps within a stage; 0 = only at the end of each stage."""
@@ -216,6 +246,8 @@ class EvalCfg(Strict):
     splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"], min_length=1)
     max_new_tokens: int | None = Field(None, ge=1)
     """None = rollout.max_new_tokens."""
+    scaling: ScalingCfg | None = None
+    """Test-time scaling: best-of-n by RM / PRM / log-prob, weighted voting, curves, searches."""
 
     @model_validator(mode="after")
     def _k_within_samples(self) -> EvalCfg:

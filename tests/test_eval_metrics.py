@@ -170,7 +170,7 @@ def test_evaluate_keeps_its_old_call_and_output_and_extends_on_request():
                 "distinct_answers", "distinct_1", "distinct_3", "len_mean", "truncated_frac", "format_frac",
                 "pass@1/d1", "pass@1/src=add", "maj@4/src=sub"]:
         assert key in summary, key
-    assert "entropy" not in summary and "best_of_n_rm" not in summary
+    assert "entropy" not in summary and not any(k.startswith(("bon/", "wmaj/", "curve/")) for k in summary)
     assert summarize(records, 4, [1, 4], extended=True) == summary  # records rebuild the summary
     r = records[0]
     assert {"source", "distinct_n"} <= set(r) and {"len", "truncated", "format"} <= set(r["samples"][0])
@@ -179,14 +179,16 @@ def test_evaluate_keeps_its_old_call_and_output_and_extends_on_request():
 
 def test_entropy_and_reward_model_hook():
     from rftkit.eval.entropy import policy_entropy
+    from rftkit.eval.scaling import ScalingSpec
     from rftkit.model.logprobs import token_logprobs
     from rftkit.rollout.base import SamplingParams
 
     model, tok, gen = _nano()
+    spec = ScalingSpec(reward_model=lambda p, texts: [-len(t) for t in texts], curve=False)
     summary, records = evaluate(gen, tok, _problems(), n=2, ks=[1], temperature=1.0, max_new_tokens=5, seed=2,
-                                extended=True, model=model, scorer=lambda p, texts: [-len(t) for t in texts])
+                                extended=True, model=model, scaling=spec)
     assert 0 < summary["entropy"] <= math.log(tok.vocab_size) + 1e-6
-    assert "best_of_n_rm" in summary and len(records[0]["rm_scores"]) == 2
+    assert "bon/rm@n" in summary and len(records[0]["rm_scores"]) == 2
     g = gen.generate([[tok.bos_id] + tok.encode("add:1+2=")], SamplingParams(n=3, max_new_tokens=4, seed=0))
     with torch.no_grad():
         _, ent = token_logprobs(model, g.tokens)

@@ -7,15 +7,19 @@ summary holds, averaged over problems:
     avg@n, maj@k (k in ks), pass@k for every k <= n, best_of_n (by verifier),
     distinct_answers, distinct_1..3, len_mean, truncated_frac, format_frac   extended=True
     entropy (mean token entropy of the samples)                              model given
-    best_of_n_rm (best-of-n by a reward model)                               scorer given
+    bon/<verifier|logprob|rm|prm>@n, wmaj/<logprob|rm>@n, and with
+    spec.curve curve/<selector>@k for k = 1, 2, 4, ..., n                    scaling given
+    the search keys of rftkit.eval.search                                    scaling searches
 
 and the accuracy metrics (greedy_acc, reward_mean, pass@k for k in ks, and with
 extended=True avg@n and maj@k) again per difficulty (suffix `/d<level>`) and, when the
 problems come from several sources, per source (suffix `/src=<label>`). The default keeps
 the summary of earlier versions (plus the source breakdown), so tables built from it stay
-narrow. Per-problem records (samples with their verdicts, lengths, format, distinct-n) are
-always complete, for eval/<stage>_<split>.jsonl; `summarize(records, n, ks, extended=True)`
-rebuilds the extended summary from them.
+narrow. Per-problem records (samples with their verdicts, lengths, format, mean token
+log-prob, distinct-n; with scaling the RM / PRM scores and the selectors' results under
+"scaling") are always complete, for eval/<stage>_<split>.jsonl; `summarize(records, n, ks,
+extended=True)` rebuilds the extended summary from them (all but entropy and search keys).
+Selectors and curves: rftkit/eval/selection.py.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ from collections.abc import Callable
 from rftkit.algos.groups import group_rows
 from rftkit.eval.metrics import avg_at_n, best_of_n, distinct_answers, distinct_n, maj_at_k
 from rftkit.eval.passk import pass_at_k
+from rftkit.eval.scaling import ScalingSpec
+from rftkit.eval.selection import problem_scaling
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.tasks.base import verify
 from rftkit.types import ANSWER_MARKER, Problem
-
-Scorer = Callable[[Problem, list[str]], list[float]]
-"""A reward model hook: (problem, its n sampled completions) -> one score per completion."""
 
 Progress = Callable[[str, int, int], None]
 """(phase, done, total), called as evaluation goes: "greedy" and "sampling" (completions,
@@ -47,17 +50,18 @@ def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
 
 def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: list[int],
              temperature: float, max_new_tokens: int, seed: int, extended: bool = False, model=None,
-             scorer: Scorer | None = None, stop: tuple[str, ...] = (),
-             progress: Progress | None = None) -> tuple[dict[str, float], list[dict]]:
+             stop: tuple[str, ...] = (), progress: Progress | None = None,
+             scaling: ScalingSpec | None = None) -> tuple[dict[str, float], list[dict]]:
     """Returns (summary, records); see the module docstring for the keys.
 
     stop: completions end at the first of these strings, as in training (`rollout.stop`).
 
     extended: add maj@k, avg@n, best-of-n, the pass@k curve, diversity and behaviour.
     model: the policy behind `generator`; when given, `entropy` (mean token entropy of the
-    sampled completions at `temperature`) is added. scorer: a reward model hook,
-    `(problem, completions) -> scores`, giving best-of-n by reward model (`best_of_n_rm`).
+    sampled completions at `temperature`) is added.
     progress: told each phase's progress (`Progress`); a UI passes it, eval/ draws nothing.
+    scaling: test-time scaling (rftkit/eval/scaling.py): selectors over the n samples (its
+    reward_model and prm are called once per problem on the sampled texts), curves, searches.
     """
     tick = progress or _silent
     prompts, stop, p_count = encode_prompts(tok, problems), tuple(stop), len(problems)
@@ -71,23 +75,35 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
     tick("sampling", p_count * n, p_count * n)
     lengths = sampled.mask.sum(1).tolist()
     truncated = sampled.truncated.tolist()
+    # mean token log-prob under the sampling policy, Shape: [N]; the eos token counts
+    logp_mean = ((sampled.logp * sampled.mask).sum(1) / sampled.mask.sum(1).clamp(min=1)).tolist()
     records = []
     for i, p in enumerate(problems):
         rows = range(i * n, (i + 1) * n)
         records.append(problem_record(p, greedy.texts[i], [sampled.texts[r] for r in rows],
                                       [int(lengths[r]) for r in rows], [bool(truncated[r]) for r in rows],
-                                      tok, scorer))
+                                      tok, [float(logp_mean[r]) for r in rows]))
+        if scaling is not None:
+            add_scaling(records[-1], p, scaling)
         tick("scoring", i + 1, p_count)
     summary = summarize(records, n, ks, extended=extended)
     if model is not None:
         from rftkit.eval.entropy import policy_entropy
 
         summary["entropy"] = policy_entropy(model, sampled, temperature=temperature)
+    if scaling is not None and (scaling.beam_width or scaling.step_search is not None):
+        from rftkit.eval.search import run_searches
+
+        per_problem, search_summary = run_searches(generator, tok, problems, scaling, max_new_tokens=max_new_tokens,
+                                                   seed=seed + 2, stop=stop, model=model)
+        for r, found in zip(records, per_problem):
+            r["search"] = found
+        summary.update(search_summary)
     return summary, records
 
 
 def problem_record(p: Problem, greedy_text: str, texts: list[str], lengths: list[int], truncated: list[bool],
-                   tok, scorer: Scorer | None = None) -> dict:
+                   tok, logp_mean: list[float]) -> dict:
     """One line of eval/<stage>_<split>.jsonl: the problem, its greedy and sampled completions."""
     g = verify(p, greedy_text)
     verdicts = [verify(p, t) for t in texts]
@@ -96,16 +112,30 @@ def problem_record(p: Problem, greedy_text: str, texts: list[str], lengths: list
         "difficulty": p.difficulty,
         "greedy": {"text": greedy_text, "score": g.score, "parsed": g.parsed, "reason": g.reason},
         "samples": [{"text": t, "score": v.score, "parsed": v.parsed, "reason": v.reason, "len": ln,
-                     "truncated": tr, "format": ANSWER_MARKER in t}
-                    for t, v, ln, tr in zip(texts, verdicts, lengths, truncated)],
+                     "truncated": tr, "format": ANSWER_MARKER in t, "logp_mean": lp}
+                    for t, v, ln, tr, lp in zip(texts, verdicts, lengths, truncated, logp_mean)],
         "n_correct": sum(v.correct for v in verdicts),
         "distinct_n": [distinct_n([tok.encode(t) for t in texts], d) for d in DISTINCT_NS],
     }
-    if scorer is not None:
-        ranking = [float(s) for s in scorer(p, texts)]
-        rec["rm_scores"] = ranking
-        rec["best_of_n_rm"] = best_of_n([v.score for v in verdicts], ranking)
     return rec
+
+
+def add_scaling(rec: dict, p: Problem, spec: ScalingSpec) -> None:
+    """Score a record's samples with the spec's RM ("rm_scores" [n]) and PRM ("prm_scores":
+    per sample, one score per step), and store the selectors' results under "scaling"."""
+    texts = [s["text"] for s in rec["samples"]]
+    if spec.reward_model is not None:
+        rec["rm_scores"] = [float(x) for x in spec.reward_model(p, texts)]
+    if spec.prm is not None:
+        rec["prm_scores"] = [[float(x) for x in steps] for steps in spec.prm(p, texts)]
+    rec["scaling"] = record_scaling(rec, curve=spec.curve)
+
+
+def record_scaling(rec: dict, curve: bool = True) -> dict[str, float]:
+    """The selectors' results of one record, from its samples and stored RM / PRM scores."""
+    samples = rec["samples"]
+    return problem_scaling([s["score"] >= 1 for s in samples], [s["parsed"] for s in samples],
+                           [s["logp_mean"] for s in samples], rec.get("rm_scores"), rec.get("prm_scores"), curve)
 
 
 def problem_scores(r: dict, n: int, ks: list[int], extended: bool = False) -> dict[str, float]:
@@ -138,8 +168,6 @@ def behaviour_metrics(rs: list[dict]) -> dict[str, float]:
         out["len_mean"] = _mean([s["len"] for s in samples])
         out["truncated_frac"] = _mean([float(s["truncated"]) for s in samples])
     out["format_frac"] = _mean([float(s.get("format", ANSWER_MARKER in s["text"])) for s in samples])
-    if rs and "best_of_n_rm" in rs[0]:
-        out["best_of_n_rm"] = _mean([r["best_of_n_rm"] for r in rs])
     return out
 
 
@@ -154,8 +182,8 @@ def summarize(records: list[dict], n: int, ks: list[int], extended: bool = False
     if extended:
         out.update({f"pass@{k}": _mean([pass_at_k(n, r["n_correct"], k) for r in records]) for k in range(1, n + 1)})
         out.update(behaviour_metrics(records))
-    elif records and "best_of_n_rm" in records[0]:
-        out["best_of_n_rm"] = _mean([r["best_of_n_rm"] for r in records])
+    if records and "scaling" in records[0]:
+        out.update({k: _mean([r["scaling"][k] for r in records]) for k in records[0]["scaling"]})
     for suffix, rows in sorted(groups.items()):
         out.update(accuracy_metrics([scores[i] for i in rows], suffix))
     return out
@@ -164,7 +192,8 @@ def summarize(records: list[dict], n: int, ks: list[int], extended: bool = False
 def headline_keys(summary: dict[str, float], ks: list[int]) -> list[str]:
     """The overall keys worth a table column: no breakdowns, pass@k / maj@k only for k in ks."""
     keep = {"greedy_acc", "avg@n", *(f"pass@{k}" for k in ks), *(f"maj@{k}" for k in ks)}
-    return [k for k in summary if k in keep]
+    scaling = ("bon/", "wmaj/", "beam@", "step_search/")  # test-time scaling at n (curves stay in the files)
+    return [k for k in summary if k in keep or k.startswith(scaling)]
 
 
 def _silent(phase: str, done: int, total: int) -> None:

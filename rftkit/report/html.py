@@ -3,8 +3,9 @@
 Sections: summary table (after each stage, ID and OOD: greedy, pass@1, pass@k, maj@k),
 dataset rows skipped at the start (when any), stage timeline, curves (reward, accuracy, pass@k
 by k, entropy, KL, clipfrac, response length, objective weights, curriculum probabilities, time
-per phase), forgetting matrix, base-unsolved analysis, behaviour and breakdown tables, sample
-inspector, resolved config.
+per phase), test-time scaling (selectors at n, accuracy vs samples; when evaluated with
+eval.scaling), forgetting matrix, base-unsolved analysis, behaviour and breakdown tables,
+sample inspector, resolved config.
 Plots are PNGs embedded as base64, so the file opens anywhere with no other files.
 """
 
@@ -18,7 +19,7 @@ from rftkit.report import plots as P
 from rftkit.report.forgetting import forgetting_matrix
 from rftkit.report.htmlkit import esc, num, page, pct, plots, section, table
 from rftkit.report.inspector import inspector
-from rftkit.report.rundata import RunData, load_run, pass_curve, split_label
+from rftkit.report.rundata import ORACLE, RunData, load_run, pass_curve, selector_lines, split_label
 
 CURVES: list[tuple[str, list[str]]] = [
     ("reward (training rollouts)", [r"reward/mean", r"reward/acc"]),
@@ -35,7 +36,7 @@ CURVES: list[tuple[str, list[str]]] = [
     ("throughput", [r"perf/tokens_per_s"]),
 ]
 BEHAVIOUR = [("avg@n", "avg@n", pct), ("best-of-n (verifier)", "best_of_n", pct),
-             ("best-of-n (RM)", "best_of_n_rm", pct), ("distinct answers", "distinct_answers", num),
+             ("distinct answers", "distinct_answers", num),
              ("distinct-1", "distinct_1", num), ("distinct-2", "distinct_2", num), ("distinct-3", "distinct_3", num),
              ("length", "len_mean", num), ("truncated %", "truncated_frac", pct), ("format %", "format_frac", pct),
              ("entropy", "entropy", num)]
@@ -108,6 +109,35 @@ def curves_section(run: RunData) -> str:
     return section("curves", "Curves", plots(figs))
 
 
+SELECTORS_AT_N = [("best-of-n verifier", "bon/verifier@n"), ("best-of-n log-prob", "bon/logprob@n"),
+                  ("best-of-n RM", "bon/rm@n"), ("best-of-n PRM", "bon/prm@n"), ("RM-weighted vote", "wmaj/rm@n"),
+                  ("log-prob-weighted vote", "wmaj/logprob@n")]
+
+
+def scaling_section(run: RunData) -> str:
+    """Selectors at n after each stage, and per split the accuracy-vs-samples curves of the last
+    stage evaluated with curves (eval.scaling; rftkit/eval/selection.py)."""
+    results = [(r, split, res) for r in run.results for split, res in r["results"].items()]
+    used = [(lab, key) for lab, key in SELECTORS_AT_N if any(key in res for _, _, res in results)]
+    figs = []
+    for split in run.splits:
+        with_curves = [r for r in run.results if selector_lines(r["results"].get(split, {}))]
+        if with_curves:
+            last = with_curves[-1]
+            title = f"accuracy vs samples after {last['stage']}, {split_label(split)}"
+            figs.append((title, P.passk_curves(selector_lines(last["results"][split]), title,
+                                                            ylabel="accuracy (%)", dashed=(ORACLE,))))
+    if not used and not figs:
+        return ""
+    rows = [[r["stage"], split] + [pct(res.get(key)) for _, key in used] for r, split, res in results]
+    note = ('<p class="muted">Selectors over the n samples (docs/evaluation.md): best-of-n by the verifier (an '
+            "oracle), the policy's mean token log-prob, a reward model, a process reward model (weakest step); "
+            "votes weighted by sigmoid(RM) or exp(log-prob). Curves: expected accuracy of each selector on a "
+            "random k of the n samples; pass@k (dashed) is the oracle.</p>")
+    return section("scaling", "Test-time scaling (%)", note,
+                   table(["stage", "split"] + [lab for lab, _ in used], rows, "scaling-table", left=2), plots(figs))
+
+
 def forgetting_section(run: RunData) -> str:
     parts = ['<p class="muted">pass@1 (%) on each source after each stage; shaded cells: the stage trained on '
              "that source. Forgetting = best earlier value - final value, in points (Chaudhry et al. 2018).</p>"]
@@ -173,13 +203,15 @@ def build_html(run: RunData) -> str:
             f"{len(run.stages)} stages, {len(run.records)} metric records - report built {stamp}"
             + ("" if P.have_matplotlib() else " - plots need matplotlib: pip install rftkit[report]") + "</p>")
     body = [head, summary_section(run), skipped_section(run), timeline_section(run), curves_section(run),
-            forgetting_section(run), unsolved_section(run), behaviour_section(run), inspector(run),
-            section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
+            scaling_section(run), forgetting_section(run), unsolved_section(run), behaviour_section(run),
+            inspector(run), section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
     nav = [("summary", "results"), ("skipped", "skipped rows"), ("timeline", "timeline"), ("curves", "curves"),
-           ("forgetting", "forgetting"), ("unsolved", "base-unsolved"), ("behaviour", "behaviour"),
-           ("samples", "samples"), ("config", "config")]
-    nav = [n for n in nav if n[0] != "skipped" or run.skipped]
-    return page(f"rftkit report: {run.name}", [b for b in body if b], nav)
+           ("scaling", "scaling"), ("forgetting", "forgetting"), ("unsolved", "base-unsolved"),
+           ("behaviour", "behaviour"), ("samples", "samples"), ("config", "config")]
+    body = [b for b in body if b]
+    shown = {a for a in ("skipped", "scaling") if any(b.startswith(f'<section id="{a}">') for b in body)}
+    nav = [n for n in nav if n[0] not in ("skipped", "scaling") or n[0] in shown]
+    return page(f"rftkit report: {run.name}", body, nav)
 
 
 def write_html(run_dir: Path) -> Path:

@@ -78,8 +78,10 @@ def curve(records: list[dict], keys: list[str], title: str, x: str = "step",
     return to_b64(fig)
 
 
-def passk_curves(curves: dict[str, dict[int, float]], title: str) -> str | None:
-    """pass@k against k (log2 axis), one line per label ({label: {k: value}})."""
+def passk_curves(curves: dict[str, dict[int, float]], title: str, ylabel: str = "pass@k (%)",
+                 dashed: tuple[str, ...] = ()) -> str | None:
+    """Accuracy against k (log2 axis), one line per label ({label: {k: value}}); the labels in
+    `dashed` (a reference, e.g. pass@k as the oracle above the selectors) drawn dashed."""
     plt = _plt()
     curves = {lab: c for lab, c in curves.items() if c}
     if plt is None or not curves:
@@ -87,11 +89,12 @@ def passk_curves(curves: dict[str, dict[int, float]], title: str) -> str | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     for lab, c in list(curves.items())[: 2 * MAX_LINES]:
         ks = sorted(c)
-        ax.plot(ks, [100 * c[k] for k in ks], marker="o", ms=3, lw=1.2, label=lab)
+        ax.plot(ks, [100 * c[k] for k in ks], marker="o", ms=3, lw=1.2, label=lab,
+                ls="--" if lab in dashed else "-", color="0.3" if lab in dashed else None)
     if max(max(c) for c in curves.values()) > 1:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (%)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

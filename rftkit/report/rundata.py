@@ -139,5 +139,29 @@ def pass_curve(summary: dict[str, float]) -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
+def selector_curves(summary: dict[str, float]) -> dict[str, dict[int, float]]:
+    """{selector: {k: accuracy}} from a summary's curve/<selector>@k keys (eval/selection.py)."""
+    out: dict[str, dict[int, float]] = {}
+    for key, v in summary.items():
+        m = re.fullmatch(r"curve/(.+)@(\d+)", key)
+        if m:
+            out.setdefault(m.group(1), {})[int(m.group(2))] = v
+    return {sel: dict(sorted(c.items())) for sel, c in out.items()}
+
+
+SELECTOR_LABELS = {"verifier": "best-of-k by verifier", "logprob": "best-of-k by log-prob",
+                   "rm": "best-of-k by RM", "prm": "best-of-k by PRM", "maj": "majority vote",
+                   "wmaj/rm": "RM-weighted vote", "wmaj/logprob": "log-prob-weighted vote"}
+ORACLE = "pass@k (oracle)"
+
+
+def selector_lines(summary: dict[str, float]) -> dict[str, dict[int, float]]:
+    """The lines of an accuracy-vs-samples plot: the oracle first (best-of-k by verifier, which
+    is pass@k), then every other selector."""
+    curves = selector_curves(summary)
+    lines = {ORACLE: curves.pop("verifier")} if "verifier" in curves else {}
+    return lines | {SELECTOR_LABELS.get(sel, sel): c for sel, c in curves.items()}
+
+
 def split_label(split: str) -> str:
     return f"{SPLIT_NAMES.get(split, split)} ({split})"

@@ -16,6 +16,7 @@ from rftkit.recipe_base import load_recipe
 from rftkit.report.progress import EvalProgress
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import check_device, check_prompts_fit, context_length, resolve_model_dir, task_specs
+from rftkit.train.scaling_build import build_scaling
 
 
 def find_run_config(path: Path) -> Path | None:
@@ -40,6 +41,8 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
                         cfg.data.ood_size, cfg.seed)
     check_prompts_fit(cfg, pools, tok, context)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
+    spec = build_scaling(cfg.eval.scaling, cfg_file.parent, cfg.model.device)
+    scaling = {} if spec is None else {"scaling": spec, "model": model}
     table = Table(title=f"eval of {model_dir} (%)")
     table.add_column("metric")
     results = {}
@@ -48,7 +51,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
             res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
                               temperature=cfg.eval.temperature,
                               max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
-                              stop=tuple(cfg.rollout.stop), progress=bar.split(split))
+                              stop=tuple(cfg.rollout.stop), progress=bar.split(split), **scaling)
             results[split] = res
     keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
     for split in results:  # one column per split, one row per metric: fits any terminal

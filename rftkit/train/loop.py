@@ -44,6 +44,7 @@ from rftkit.train.build import (
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
+from rftkit.train.scaling_build import build_scaling
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.update import UpdateState
 
@@ -328,6 +329,8 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
     cfg, results = run.cfg, {}
     t0 = time.perf_counter()
     gen = GENERATORS.bind(cfg.rollout.engine)(run.model, run.tok)
+    spec = build_scaling(cfg.eval.scaling, run.dir, cfg.model.device)
+    scaling = {} if spec is None else {"scaling": spec}
     # at a stage's end only: mid-stage, the stage's bar is live and rich shows one live display
     with EvalProgress(cfg.progress and save) as bar:
         for split in cfg.eval.splits:
@@ -335,7 +338,7 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
                 gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
                 temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                 seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model,
-                stop=tuple(cfg.rollout.stop), progress=bar.split(f"{stage}/{split}"))
+                stop=tuple(cfg.rollout.stop), progress=bar.split(f"{stage}/{split}"), **scaling)
             results[split] = summary
             if save:
                 out = run.dir / "eval"
