@@ -27,9 +27,12 @@ from rftkit.train.loop import train
 
 from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
 
-METHODS = ["dpo_offline", "dpo_online", "grpo_verifier", "grpo_rm", "dpo_offline_lr2e-5", "dpo_online_lr2e-5"]
+OTHERS = ["ipo", "simpo", "copg", "alol", "superhf", "crlft"]
+"""The other preference and offline-RL recipes, each as shipped (its own learning rate), same budget."""
+METHODS = ["dpo_offline", "dpo_online", "grpo_verifier", "grpo_rm", "dpo_offline_lr2e-5", "dpo_online_lr2e-5",
+           *OTHERS]
 RECIPE = {"dpo_offline": "dpo", "dpo_online": "online_dpo", "grpo_verifier": "grpo", "grpo_rm": "rm_grpo",
-          "dpo_offline_lr2e-5": "dpo", "dpo_online_lr2e-5": "online_dpo"}
+          "dpo_offline_lr2e-5": "dpo", "dpo_online_lr2e-5": "online_dpo", **{m: m for m in OTHERS}}
 LR = {"dpo_offline_lr2e-5": 2e-5, "dpo_online_lr2e-5": 2e-5}
 """A sensitivity check: every method runs at its recipe's learning rate (2e-4 for all four); DPO
 again at a tenth of it, to tell a method's gap from a learning rate that suits it less."""

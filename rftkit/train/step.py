@@ -246,7 +246,9 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
     """Extras by needs, reward transforms, then the advantage (and value targets)."""
     mask, temp, group_ids = m["mask"], parts.sampling.temperature, m["group_ids"]
     trained = torch.maximum(mask, m["prefix"])  # tokens any objective may read
-    ref_logp = frozen_logprobs(parts.ref_model, m["tokens"], trained, temp) if parts.ref_model is not None else None
+    # the reference may be here for pairs or demos only (DPO, ASFT) or to sample (rollout.policy: reference)
+    use_ref = parts.ref_model is not None and "ref" in parts.needs
+    ref_logp = frozen_logprobs(parts.ref_model, m["tokens"], trained, temp) if use_ref else None
     teacher = frozen_logprobs(parts.teacher, m["tokens"], trained, temp) if parts.teacher is not None else None
     values = greedy = None
     if parts.critic is not None:

@@ -77,12 +77,13 @@ def _policy_reads_pairs(parts) -> bool:
 
 
 def _policy_reads_rows(parts) -> bool:
-    """Whether an objective reads the policy on the rollout rows (not so in a reward-model stage,
-    whose objectives read only the scorer, or whose rollouts only feed a pair source)."""
+    """Whether to run the policy on the rollout rows: not in a stage whose rollouts only feed a
+    pair source (online DPO) or a reward model (its objectives read the scorer), where no
+    objective reads the policy's log-probs of them."""
     terms = getattr(parts, "terms", None)
-    if terms is None or getattr(parts, "scorer", None) is None:
+    if terms is None or any("rollout" in t.fn.needs and "scores" not in t.fn.needs for t in terms):
         return True
-    return any("rollout" in t.fn.needs and "scores" not in t.fn.needs for t in terms)
+    return not any({"pairs", "scores"} & t.fn.needs for t in terms)
 
 
 def _inputs(parts, data: tuple, sl: tuple[slice | None, ...], old_logp: Tensor | None, metrics: dict, seed: int,
