@@ -15,6 +15,8 @@ formulas, sources and knobs are tabled in docs/preference.md.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -120,15 +122,13 @@ def bradley_terry_objective(inp: LossInputs, *, margin: float = 0.0, center: flo
 
 
 @objective("rm_pointwise", needs={"rollout", "scores"})
-def rm_pointwise_objective(inp: LossInputs, *, loss: str = "bce") -> tuple[Tensor, dict]:
+def rm_pointwise_objective(inp: LossInputs, *, loss: Literal["bce", "mse"] = "bce") -> tuple[Tensor, dict]:
     """Reward-model loss on single labelled completions (an outcome reward model, ORM, trained
     on verifier labels, Cobbe et al. 2021, arXiv:2110.14168): "bce" = binary cross-entropy of
     sigmoid(r(y)) against the row's reward in [0, 1], "mse" = (r(y) - reward)^2. Reads
     scores [N] (the scorer on the rollout rows, with grad) and rewards [N]; mean over the whole
     step's rows."""
     _need(inp, ("scores", "rewards"), "rm_pointwise")
-    if loss not in ("bce", "mse"):
-        raise ValueError(f"rm_pointwise: loss must be 'bce' or 'mse', got '{loss}'")
     target = inp.rewards.float()
     if loss == "bce":
         if bool(((target < 0) | (target > 1)).any()):
