@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rftkit.config_moved import moved_message
+from rftkit.config_parts import EpisodeCfg, ScalingCfg, Strict
 from rftkit.errors import Bound, ConfigError, format_validation_error
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
 
 Count = Annotated[int, Field(ge=1)]
 
@@ -110,6 +106,8 @@ class RolloutCfg(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling, in (0, 1]; 1 = off."""
     stop: list[str] = Field(default_factory=list)
+    episode: EpisodeCfg = Field(default_factory=EpisodeCfg)
+    """Budgets of multi-turn rollouts (problems whose task names an environment)."""
 
 
 class ObjectiveCfg(Strict):
@@ -202,38 +200,6 @@ class OptimCfg(Strict):
     step's counts and the micro-batch losses are summed, so the update does not change."""
     max_bad_steps: int = Field(5, ge=0)
     """Abort after this many consecutive non-finite loss/gradient steps (each is skipped)."""
-
-
-class StepSearchCfg(Strict):
-    width: int = Field(4, ge=1)
-    expand: int = Field(4, ge=1)
-    """Continuations sampled from each kept partial solution per step."""
-    separator: str = Field(";", min_length=1)
-    guide: Literal["prm", "verifier"] = "prm"
-    """prm: eval.scaling.prm scores each step; verifier: the share of `rollouts` completions from it that verify."""
-    rollouts: int = Field(4, ge=1)
-    max_steps: int = Field(16, ge=1)
-
-
-class ScalingCfg(Strict):
-    """Test-time scaling in evaluation (docs/evaluation.md#test-time-scaling)."""
-
-    reward_model: str | None = None
-    """An outcome RM folder (reward_models/<stage> of this run, or a path): best-of-n, weighted voting."""
-    prm: str | None = None
-    """A process reward model folder: best-of-n by its minimum step score; guides step search."""
-    curve: bool = True
-    """Accuracy-vs-samples curves (k = 1, 2, 4, ..., n) for every selector."""
-    beam_width: int = Field(0, ge=0)
-    """Token-level beam search by the policy's log-prob with this many beams; 0 = off."""
-    step_search: StepSearchCfg | None = None
-
-    @model_validator(mode="after")
-    def _prm_for_prm_search(self) -> ScalingCfg:
-        if self.step_search is not None and self.step_search.guide == "prm" and self.prm is None:
-            raise Bound("step_search.guide", "prm", "needs eval.scaling.prm (a process reward model folder); "
-                                                    "or use guide: verifier")
-        return self
 
 
 class EvalCfg(Strict):

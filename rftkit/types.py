@@ -29,7 +29,9 @@ class Problem:
 
     `demo` is a full completion (trace + marker + answer) or None when the source has none.
     `verifier` names an entry of `rftkit.tasks.base.VERIFIERS`; `meta` holds what the
-    verifier needs beyond `answer` (e.g. countdown's numbers and target).
+    verifier needs beyond `answer` (e.g. countdown's numbers and target). `env` names an
+    environment of `rftkit.envs.ENVS` (multi-turn: tool calls, games, simulated users; its
+    knobs in `meta["env_args"]`); "" = one turn, the completion is the answer.
     """
 
     task: str
@@ -40,6 +42,7 @@ class Problem:
     demo: str | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    env: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,33 @@ class Generation:
     texts: list[str]
 
 
+@dataclass
+class Episode:
+    """One multi-turn rollout row after its prompt (rftkit/rollout/episodes.py).
+
+    segments: (token ids, written by the model, text) in order: model turns (trained, mask 1)
+    and observations (environment text, mask 0). answer: the last model turn's text, what the
+    problem's verifier scores. turn_rewards: the environment's reward after each model turn.
+    end: why it stopped: done | turn_limit | token_limit | context_limit | truncated |
+    env_error | env_timeout. info: the environment's numeric info, summed over turns
+    (tool_calls, tool_errors, ...). obs_truncated: observations cut to the token limit.
+    """
+
+    segments: list[tuple[list[int], bool, str]] = field(default_factory=list)
+    answer: str = ""
+    turn_rewards: list[float] = field(default_factory=list)
+    end: str = "done"
+    info: dict[str, float] = field(default_factory=dict)
+    obs_truncated: int = 0
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for _, model, _ in self.segments if model)
+
+    def transcript(self) -> str:
+        return "".join(text for _, _, text in self.segments)
+
+
 @dataclass(frozen=True)
 class RolloutBatch:
     """On-policy samples of one step, scored and ready for the objectives.
@@ -86,7 +116,11 @@ class RolloutBatch:
     bool (demonstration rows inside a group), prefix_mask [N, T] (forced prefix tokens, not
     in `mask`), teacher_logp [N, T], step_mask [N, T] (1 at each reasoning step's last token,
     needs "step_labels" or "prm"), step_labels [N, T] (Math-Shepherd label at step ends).
-    `problems`/`texts`/`verdicts` have length N.
+    Multi-turn rows (problems with an `env`): episodes [N] (None for one-turn rows),
+    turn_ends [N, T] (1 at each model turn's last token), turn_rewards [N, T] (the
+    environment's reward after each turn, at that turn's last token); observation tokens
+    are in `tokens` with mask 0. `problems`/`texts`/`verdicts` have length N; a row's text
+    is what its verifier scored (a multi-turn row's last model turn).
     """
 
     tokens: Tensor
@@ -107,6 +141,9 @@ class RolloutBatch:
     teacher_logp: Tensor | None = None
     step_mask: Tensor | None = None
     step_labels: Tensor | None = None
+    episodes: list[Episode | None] | None = None
+    turn_ends: Tensor | None = None
+    turn_rewards: Tensor | None = None
 
 
 @dataclass(frozen=True)

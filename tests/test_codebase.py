@@ -9,14 +9,17 @@ A part is a subpackage of rftkit (`model/`, `train/`, ...) or a top-level module
                                  verifiers, the algorithm algebra
   3  rollout, data, rewards      generators (model), problem pools and samplers (tasks, algos),
                                  the reward library (tasks, algos)
-  4  eval                        evaluating a policy: generates (rollout), verifies (tasks)
-  5  report                      metrics logs, sinks, HTML reports (reads eval's records)
-  6  plugins, recipe_base,      reading user files: Python imports; recipe YAML, `base:` chains,
-     config_moved               config keys that moved (the error showing their new spelling)
-  7  config                      the typed config tree (model sizes, recipe files)
-  8  train                       builders (config -> parts), the step, the update, the loop
-  9  cli                         the command line
- 10  __main__                    `python -m rftkit`
+  4  envs                        environments, tools and the multi-turn rollout loop (generates
+                                 through rollout, runs tools in rewards' pools and sandbox)
+  5  eval                        evaluating a policy: generates (rollout, envs), verifies (tasks)
+  6  report                      metrics logs, sinks, HTML reports (reads eval's records)
+  7  plugins, recipe_base,      reading user files: Python imports; recipe YAML, `base:` chains,
+     config_moved, config_parts config keys that moved (the error showing their new spelling);
+                                 config sections outside the spine (scaling, episodes)
+  8  config                      the typed config tree (model sizes, recipe files)
+  9  train                       builders (config -> parts), the step, the update, the loop
+ 10  cli                         the command line
+ 11  __main__                    `python -m rftkit`
 
 A module imports its own part and parts on lower floors only: never a higher floor, never
 another part of its own floor. Module-level and function-local imports both count (`ast.walk`
@@ -34,9 +37,10 @@ FLOORS = (
     ("registry",),
     ("model", "tasks", "algos"),
     ("rollout", "data", "rewards"),
+    ("envs",),
     ("eval",),
     ("report",),
-    ("plugins", "recipe_base", "config_moved"),
+    ("plugins", "recipe_base", "config_moved", "config_parts"),
     ("config",),
     ("train",),
     ("cli",),

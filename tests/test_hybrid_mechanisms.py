@@ -10,6 +10,7 @@ from rftkit.algos.resample import RESAMPLERS
 from rftkit.algos.shaping import REWARD_TRANSFORMS
 from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.samplers import UniformSampler
+from rftkit.envs.episodes import EpisodeLimits
 from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rewards.spec import RewardVerdict
@@ -92,6 +93,7 @@ class _Parts:
         self.transforms = [REWARD_TRANSFORMS.bind(n, p) for n, p in rewards]
         self.advantage = ADVANTAGES.bind("grpo")
         self.needs, self.prm = frozenset({"rollout"}), None
+        self.episode_limits = EpisodeLimits()
 
 
 def _rollout(parts, indices, seed, progress=0.0):

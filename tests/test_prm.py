@@ -14,6 +14,7 @@ from rftkit.algos.objectives import LossInputs
 from rftkit.algos.process import grpo_process_advantages, prm_objective, process_rewards, step_ends
 from rftkit.algos.shaping import RewardBatch
 from rftkit.config import validate
+from rftkit.envs.episodes import EpisodeLimits
 from rftkit.errors import ConfigError
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.model.tokenizer import CharTokenizer
@@ -79,8 +80,8 @@ def test_math_shepherd_labels_with_a_stub_generator(hard, first):
     tok = CharTokenizer()
     m = _batch(tok, TRACE)
     step_mask, _ = step_positions(tok, m["tokens"], m["mask"], ";")
-    parts = SimpleNamespace(tok=tok, generator=_StubGenerator(tok), rewards=None,
-                            sampling=SamplingParams(n=1, max_new_tokens=40))
+    parts = SimpleNamespace(tok=tok, generator=_StubGenerator(tok), rewards=None, model=None,
+                            sampling=SamplingParams(n=1, max_new_tokens=40), episode_limits=EpisodeLimits())
     labels, metrics = mc_labels(parts, m, step_mask, seed=0, rollouts=4, hard=hard)
     ends = step_mask[0].nonzero().squeeze(1).tolist()
     # step 1: 2 of 4 completions right (soft 0.5, hard 1); step 2: 4 of 4; last step: the row's own verdict

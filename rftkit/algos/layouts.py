@@ -19,7 +19,7 @@ from typing import Annotated
 
 from rftkit.algos.schedules import SCHEDULES
 from rftkit.registry import PartSpec, Registry, bind_spec
-from rftkit.types import Problem, Verdict
+from rftkit.types import Episode, Problem, Verdict
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Row:
     offpolicy: bool = False
     verdict: Verdict | None = None
     reward: float = 0.0
+    episode: Episode | None = None  # a multi-turn row: its turns, observations and env rewards
 
 
 @dataclass

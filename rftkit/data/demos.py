@@ -28,9 +28,9 @@ from typing import Any, Protocol
 from rftkit.algos.groups import group_rows
 from rftkit.registry import Registry
 from rftkit.tasks.base import corrupt_answer
-from rftkit.types import Problem, RolloutBatch
+from rftkit.types import Episode, Problem, RolloutBatch
 
-Pairs = list[tuple[Problem, str]]
+Pairs = list[tuple[Problem, str | Episode]]  # a multi-turn demonstration is an Episode
 
 
 class DemoProvider(Protocol):
@@ -203,7 +203,9 @@ class TopReward(_Stateless):
     """The best sample of each group by reward (a reward model's score, or the verifier's),
     when it reaches `min_reward`: the filtering step of SuperHF (Mukobi et al. 2023,
     arXiv:2310.16763, top-1 of the prompt's samples) and RAFT with a reward model
-    (arXiv:2304.06767). Ties go to the first row. Metric: mix/self_demos."""
+    (arXiv:2304.06767); on multi-turn rows, the self-imitation of successful trajectories of
+    SPEAR (the row's Episode, observations untrained). Ties go to the first row. Metric:
+    mix/self_demos."""
 
     def __init__(self, pool: list[Problem], *, min_reward: float | None = None) -> None:
         super().__init__(pool)
@@ -218,7 +220,9 @@ class TopReward(_Stateless):
                 continue
             best = max(rows, key=lambda r: (rewards[r], -r))
             if self.min_reward is None or rewards[best] >= self.min_reward:
-                out.append((batch.problems[best], batch.texts[best]))
+                # a multi-turn row is imitated as sampled, observations untrained (SPEAR's self-imitation)
+                episode = batch.episodes[best] if batch.episodes is not None else None
+                out.append((batch.problems[best], episode if episode is not None else batch.texts[best]))
         return out, {"mix/self_demos": float(len(out))}
 
 

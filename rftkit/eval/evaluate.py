@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rftkit.algos.groups import group_rows
+from rftkit.envs.episodes import EpisodeLimits, episode_stats, generate_rows
 from rftkit.eval.metrics import avg_at_n, best_of_n, distinct_answers, distinct_n, maj_at_k
 from rftkit.eval.passk import pass_at_k
 from rftkit.eval.scaling import ScalingSpec
@@ -34,7 +35,7 @@ from rftkit.eval.selection import problem_scaling
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.tasks.base import verify
-from rftkit.types import ANSWER_MARKER, Problem
+from rftkit.types import ANSWER_MARKER, Episode, Problem
 
 Progress = Callable[[str, int, int], None]
 """(phase, done, total), called as evaluation goes: "greedy" and "sampling" (completions,
@@ -51,7 +52,8 @@ def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
 def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: list[int],
              temperature: float, max_new_tokens: int, seed: int, extended: bool = False, model=None,
              stop: tuple[str, ...] = (), progress: Progress | None = None,
-             scaling: ScalingSpec | None = None) -> tuple[dict[str, float], list[dict]]:
+             scaling: ScalingSpec | None = None, episodes: EpisodeLimits | None = None,
+             context: int = 1 << 30) -> tuple[dict[str, float], list[dict]]:
     """Returns (summary, records); see the module docstring for the keys.
 
     stop: completions end at the first of these strings, as in training (`rollout.stop`).
@@ -62,16 +64,20 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
     progress: told each phase's progress (`Progress`); a UI passes it, eval/ draws nothing.
     scaling: test-time scaling (rftkit/eval/scaling.py): selectors over the n samples (its
     reward_model and prm are called once per problem on the sampled texts), curves, searches.
+    episodes / context: budgets of multi-turn problems (those naming an environment) and the
+    model's context; each sample is then an episode, its last model turn is verified and its
+    transcript, turns and end reason go into the record (pass@k over episodes).
     """
     tick = progress or _silent
     prompts, stop, p_count = encode_prompts(tok, problems), tuple(stop), len(problems)
     tick("greedy", 0, p_count)
-    greedy = generator.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                                                        seed=seed, stop=stop))
+    limits = episodes or EpisodeLimits()
+    greedy, greedy_eps = generate_rows(generator, tok, problems, prompts, SamplingParams(
+        n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed, stop=stop), limits, context)
     tick("greedy", p_count, p_count)
     tick("sampling", 0, p_count * n)
-    sampled = generator.generate(prompts, SamplingParams(n=n, max_new_tokens=max_new_tokens,
-                                                         temperature=temperature, seed=seed + 1, stop=stop))
+    sampled, sampled_eps = generate_rows(generator, tok, problems, prompts, SamplingParams(
+        n=n, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + 1, stop=stop), limits, context)
     tick("sampling", p_count * n, p_count * n)
     lengths = sampled.mask.sum(1).tolist()
     truncated = sampled.truncated.tolist()
@@ -83,6 +89,8 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
         records.append(problem_record(p, greedy.texts[i], [sampled.texts[r] for r in rows],
                                       [int(lengths[r]) for r in rows], [bool(truncated[r]) for r in rows],
                                       tok, [float(logp_mean[r]) for r in rows]))
+        if p.env:
+            add_episodes(records[-1], greedy_eps[i], [sampled_eps[r] for r in rows])
         if scaling is not None:
             add_scaling(records[-1], p, scaling)
         tick("scoring", i + 1, p_count)
@@ -100,6 +108,15 @@ def evaluate(generator: Generator, tok, problems: list[Problem], *, n: int, ks: 
             r["search"] = found
         summary.update(search_summary)
     return summary, records
+
+
+def add_episodes(record: dict, greedy, sampled: list) -> None:
+    """Multi-turn problems: each completion's segments ([text, written by the model] in order),
+    turns, end reason, env info and per-turn env rewards."""
+    for out, ep in zip([record["greedy"], *record["samples"]], [greedy, *sampled], strict=True):
+        if ep is not None:
+            out.update(segments=[[text, model] for _, model, text in ep.segments], turns=ep.turns, end=ep.end,
+                       env=dict(ep.info), turn_rewards=list(ep.turn_rewards))
 
 
 def problem_record(p: Problem, greedy_text: str, texts: list[str], lengths: list[int], truncated: list[bool],
@@ -182,11 +199,20 @@ def summarize(records: list[dict], n: int, ks: list[int], extended: bool = False
     if extended:
         out.update({f"pass@{k}": _mean([pass_at_k(n, r["n_correct"], k) for r in records]) for k in range(1, n + 1)})
         out.update(behaviour_metrics(records))
+    out.update(episode_summary(records))
     if records and "scaling" in records[0]:
         out.update({k: _mean([r["scaling"][k] for r in records]) for k in records[0]["scaling"]})
     for suffix, rows in sorted(groups.items()):
         out.update(accuracy_metrics([scores[i] for i in rows], suffix))
     return out
+
+
+def episode_summary(records: list[dict]) -> dict[str, float]:
+    """Multi-turn problems' sampled episodes: episode/turns_mean, episode/tool_calls_mean, ...
+    (rftkit.envs.episodes.episode_stats over the records' samples)."""
+    eps = [Episode(segments=[([], True, "")] * s["turns"], end=s["end"], info=s["env"])
+           for r in records for s in r["samples"] if "turns" in s]
+    return {f"episode/{k}": v for k, v in episode_stats(eps).items() if not k.startswith("obs_")}
 
 
 def headline_keys(summary: dict[str, float], ks: list[int]) -> list[str]:

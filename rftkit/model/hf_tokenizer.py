@@ -91,6 +91,15 @@ def problem_prompt_ids(tok, problem: Problem) -> list[int]:
     return [tok.bos_id] + tok.encode(problem.prompt)
 
 
+def render_ids(tok, prompt: str | Messages) -> list[int]:
+    """Prompt ids of a text or chat prompt for either tokenizer kind (an environment's first
+    observation); the built-in tokenizer joins chat messages' contents with blank lines."""
+    if hasattr(tok, "prompt_ids"):
+        return tok.prompt_ids(prompt)
+    text = prompt if isinstance(prompt, str) else "\n\n".join(str(m.get("content", "")) for m in prompt)
+    return [tok.bos_id] + tok.encode(text)
+
+
 def load_hf_tokenizer(path: str | Path, *, system_prompt: str | None = None, chat_template: bool | str = "auto",
                       trust_remote_code: bool = False) -> HFTokenizer:
     """`AutoTokenizer.from_pretrained(path)` wrapped as an `HFTokenizer`."""
@@ -101,4 +110,4 @@ def load_hf_tokenizer(path: str | Path, *, system_prompt: str | None = None, cha
     return HFTokenizer(tok, system_prompt=system_prompt, chat_template=chat_template)
 
 
-__all__ = ["HFTokenizer", "problem_prompt_ids", "load_hf_tokenizer"]
+__all__ = ["HFTokenizer", "problem_prompt_ids", "render_ids", "load_hf_tokenizer"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rftkit.eval.analysis import base_unsolved
 from rftkit.report import plots as P
+from rftkit.report.episodes import episodes_section
 from rftkit.report.forgetting import forgetting_matrix
 from rftkit.report.htmlkit import esc, num, page, pct, plots, section, table
 from rftkit.report.inspector import inspector
@@ -204,13 +205,15 @@ def build_html(run: RunData) -> str:
             + ("" if P.have_matplotlib() else " - plots need matplotlib: pip install rftkit[report]") + "</p>")
     body = [head, summary_section(run), skipped_section(run), timeline_section(run), curves_section(run),
             scaling_section(run), forgetting_section(run), unsolved_section(run), behaviour_section(run),
-            inspector(run), section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
+            episodes_section(run), inspector(run),
+            section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
     nav = [("summary", "results"), ("skipped", "skipped rows"), ("timeline", "timeline"), ("curves", "curves"),
            ("scaling", "scaling"), ("forgetting", "forgetting"), ("unsolved", "base-unsolved"),
-           ("behaviour", "behaviour"), ("samples", "samples"), ("config", "config")]
+           ("behaviour", "behaviour"), ("episodes", "episodes"), ("samples", "samples"), ("config", "config")]
     body = [b for b in body if b]
-    shown = {a for a in ("skipped", "scaling") if any(b.startswith(f'<section id="{a}">') for b in body)}
-    nav = [n for n in nav if n[0] not in ("skipped", "scaling") or n[0] in shown]
+    optional = ("skipped", "scaling", "episodes")
+    shown = {a for a in optional if any(b.startswith(f'<section id="{a}">') for b in body)}
+    nav = [n for n in nav if n[0] not in optional or n[0] in shown]
     return page(f"rftkit report: {run.name}", body, nav)
 
 

@@ -17,6 +17,7 @@ th{background:#f4f4f6}td.l,th.l{text-align:left}tr:nth-child(even) td{background
 .plots img{display:block;max-width:100%}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:.85em;max-height:480px}
 pre.c{margin:0;padding:2px 4px;max-height:none;font-size:1em;white-space:pre-wrap;word-break:break-all;background:none}
+pre.episode{white-space:pre-wrap}.turn{background:#dbeafe}.obs{background:#fef3c7;font-style:italic}
 .ok{color:#0a7d29;font-weight:600}.bad{color:#b3261e;font-weight:600}.trained{background:#e8f0fe!important}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}.prob{border-left:3px solid #ccc;padding:2px 10px;
 margin:10px 0}.prob.solved{border-color:#0a7d29}.prob.unsolved{border-color:#b3261e}

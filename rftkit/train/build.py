@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+import rftkit.envs  # noqa: F401  (registers the built-in environments)
 import rftkit.rewards  # noqa: F401,E402  (registers math, numeric, unit_tests, ... verifiers)
 from rftkit.algos.advantages import ADVANTAGES
 from rftkit.algos.layouts import GROUP_LAYOUTS
@@ -26,6 +27,7 @@ from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.pairs import PAIR_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
+from rftkit.envs.episodes import EpisodeLimits
 from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.model.reward_model import RewardScorer
@@ -329,7 +331,13 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
         grad_accum=cfg.optim.grad_accum, grad_clip=cfg.optim.grad_clip, skip_inert_rows=stage.rl.skip_inert_rows,
         ref_reset_every=stage.rl.ref_reset_every,
         lr_at=lr_fn(lr, stage.warmup_steps, stage.lr_schedule, stage.steps, stage_start),
+        episode_limits=episode_limits(cfg),
     )
+
+
+def episode_limits(cfg: Config) -> EpisodeLimits:
+    """Budgets of multi-turn rollouts (`rollout.episode`), for training and evaluation."""
+    return EpisodeLimits(**cfg.rollout.episode.model_dump())
 
 
 def resolve_model_dir(path: str) -> Path:

@@ -15,7 +15,15 @@ from rftkit.model.io import load_model
 from rftkit.recipe_base import load_recipe
 from rftkit.report.progress import EvalProgress
 from rftkit.rollout.base import GENERATORS
-from rftkit.train.build import check_device, check_prompts_fit, context_length, resolve_model_dir, task_specs
+from rftkit.train.build import (
+    check_device,
+    check_prompts_fit,
+    context_length,
+    episode_limits,
+    resolve_model_dir,
+    task_specs,
+)
+from rftkit.train.rollout_rows import context_of
 from rftkit.train.scaling_build import build_scaling
 
 
@@ -51,7 +59,8 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
             res, _ = evaluate(gen, tok, pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
                               temperature=cfg.eval.temperature,
                               max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
-                              stop=tuple(cfg.rollout.stop), progress=bar.split(split), **scaling)
+                              stop=tuple(cfg.rollout.stop), progress=bar.split(split), episodes=episode_limits(cfg),
+                              context=context_of(model), **scaling)
             results[split] = res
     keys = headline_keys(next(iter(results.values())), cfg.eval.ks)
     for split in results:  # one column per split, one row per metric: fits any terminal

@@ -37,6 +37,7 @@ from rftkit.train.build import (
     check_paths,
     check_prompts_fit,
     context_length,
+    episode_limits,
     resolve_model_dir,
     stage_parts,
     task_specs,
@@ -44,6 +45,7 @@ from rftkit.train.build import (
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
+from rftkit.train.rollout_rows import context_of
 from rftkit.train.scaling_build import build_scaling
 from rftkit.train.step import StepParts, run_step
 from rftkit.train.update import UpdateState
@@ -338,7 +340,8 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
                 gen, run.tok, run.pools.split(split), n=cfg.eval.n_samples, ks=cfg.eval.ks,
                 temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                 seed=step_seed(cfg.seed + 17, run.state.global_step), extended=True, model=run.model,
-                stop=tuple(cfg.rollout.stop), progress=bar.split(f"{stage}/{split}"), **scaling)
+                stop=tuple(cfg.rollout.stop), progress=bar.split(f"{stage}/{split}"), episodes=episode_limits(cfg),
+                context=context_of(run.model), **scaling)
             results[split] = summary
             if save:
                 out = run.dir / "eval"

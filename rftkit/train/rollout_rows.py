@@ -20,10 +20,11 @@ from torch import Tensor
 from rftkit.algos.groups import group_reduce, group_rows
 from rftkit.algos.layouts import Group, Row, RowSpec
 from rftkit.data.samplers import PromptStats
+from rftkit.envs.episodes import episode_stats, generate_rows
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.rollout.base import SamplingParams
 from rftkit.tasks.base import verify
-from rftkit.train.batches import pad
+from rftkit.train.batches import completion_ids, pad
 from rftkit.types import Problem, RolloutBatch, Verdict
 
 
@@ -40,28 +41,36 @@ def generate(parts, specs: list[tuple[Problem, RowSpec]], seed: int) -> list[Row
         return cache[key]
 
     prompts = [encoded(p, s.prefix)[0] for p, s in specs]
-    gen = parts.generator.generate(prompts, SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed}))
+    params = SamplingParams(**{**parts.sampling.__dict__, "n": 1, "seed": seed})
+    gen, episodes = generate_rows(parts.generator, tok, [p for p, _ in specs], prompts, params,
+                                  parts.episode_limits, context_of(parts.model))
     rows = []
     lengths, toks = gen.mask.sum(1).long().tolist(), gen.tokens.tolist()
     lps, masks = gen.logp.tolist(), gen.mask.tolist()
     for i, (p, s) in enumerate(specs):
-        n, start = lengths[i], len(prompts[i])
+        n, start = lengths[i], int(gen.prompt_lens[i])
         n_pre = encoded(p, s.prefix)[1]
         prefix = [0.0] * (start + n)
         if not s.hint:  # Prefix-RFT: forced tokens are part of the completion, off the policy mask
             prefix[start - n_pre:start] = [1.0] * n_pre
-        rows.append(Row(p, toks[i][: start + n], lps[i][: start + n], masks[i][: start + n],
-                        prefix, s.prefix + gen.texts[i], bool(gen.truncated[i])))
+        ep = episodes[i]
+        end = start + (n if ep is None else sum(len(ids) for ids, _, _ in ep.segments))
+        rows.append(Row(p, toks[i][:end], lps[i][:end], masks[i][:end], prefix + [0.0] * (end - len(prefix)),
+                        s.prefix + gen.texts[i], bool(gen.truncated[i]), episode=ep))
     return rows
+
+
+def context_of(model) -> int:
+    """The model's context in tokens (built-in and HF policies both carry `cfg.max_seq_len`)."""
+    return int(getattr(getattr(model, "cfg", None), "max_seq_len", 1 << 30))
 
 
 def demo_row(parts, p: Problem) -> Row:
     """A demonstration as a member of the group (LUFFY): behaviour log-probs unknown (0)."""
     prompt = problem_prompt_ids(parts.tok, p)
-    comp = parts.tok.encode(p.demo) + [parts.tok.eos_id]
+    comp, trained = completion_ids(parts.tok, p, p.demo)  # a multi-turn demo's observations stay untrained
     n = len(prompt) + len(comp)
-    return Row(p, prompt + comp, [0.0] * n, [0.0] * len(prompt) + [1.0] * len(comp), [0.0] * n,
-               p.demo, False, offpolicy=True)
+    return Row(p, prompt + comp, [0.0] * n, [0.0] * len(prompt) + trained, [0.0] * n, p.demo, False, offpolicy=True)
 
 
 def score(parts, rows: list[Row]) -> dict[str, float]:
@@ -71,7 +80,7 @@ def score(parts, rows: list[Row]) -> dict[str, float]:
         verdicts, metrics = parts.rewards.score([r.problem for r in rows], [r.text for r in rows],
                                                 [int(sum(r.mask)) for r in rows])
         for r, v in zip(rows, verdicts, strict=True):
-            r.verdict, r.reward = v, v.reward
+            r.verdict, r.reward = v, v.reward + _env_reward(r)
         return metrics
     errors = 0
     for r in rows:
@@ -79,8 +88,13 @@ def score(parts, rows: list[Row]) -> dict[str, float]:
             r.verdict = verify(r.problem, r.text)
         except Exception as e:  # a user verifier's bug must not stop training
             r.verdict, errors = Verdict(0.0, None, f"verifier error: {type(e).__name__}: {e}"), errors + 1
-        r.reward = r.verdict.score
+        r.reward = r.verdict.score + _env_reward(r)
     return {"reward/errors": float(errors)}
+
+
+def _env_reward(r: Row) -> float:
+    """A multi-turn row's environment rewards (per turn), added to the verifier's outcome."""
+    return float(sum(r.episode.turn_rewards)) if r.episode is not None else 0.0
 
 
 def add_reward_metrics(acc: dict, new: dict) -> None:
@@ -101,8 +115,29 @@ def collate(groups: list[Group], pad_id: int) -> dict:
         "rewards": torch.tensor([r.reward for r in rows], dtype=torch.float32),
         "group_ids": torch.tensor([i for i, gr in enumerate(groups) for _ in gr.rows]),
         "problems": [r.problem for r in rows], "texts": [r.text for r in rows],
-        "verdicts": [r.verdict for r in rows],
+        "verdicts": [r.verdict for r in rows], **_turns(rows),
     }
+
+
+def _turns(rows: list[Row]) -> dict:
+    """Multi-turn rows: episodes [N], turn_ends [N, T] (1 at each model turn's last token) and
+    turn_rewards [N, T] (the env's reward after that turn, there); {} when no row has turns."""
+    if not any(r.episode is not None for r in rows):
+        return {}
+    ends, rewards = [], []
+    for r in rows:
+        e, w = [0.0] * len(r.tokens), [0.0] * len(r.tokens)
+        if r.episode is not None:
+            pos, k = len(r.tokens) - sum(len(ids) for ids, _, _ in r.episode.segments), 0
+            for ids, model, _ in r.episode.segments:
+                pos += len(ids)
+                if model and ids:
+                    e[pos - 1], w[pos - 1] = 1.0, r.episode.turn_rewards[k] if k < len(r.episode.turn_rewards) else 0.0
+                k += model
+        ends.append(e)
+        rewards.append(w)
+    return {"episodes": [r.episode for r in rows], "turn_ends": pad(ends, 0.0, torch.float32),
+            "turn_rewards": pad(rewards, 0.0, torch.float32)}
 
 
 @torch.no_grad()
@@ -136,6 +171,8 @@ def rollout_metrics(batch: RolloutBatch, m: dict) -> dict[str, float]:
     }
     if batch.offpolicy is not None:
         out["mix/offpolicy_fraction"] = float(batch.offpolicy.float().mean())
+    if batch.episodes is not None:
+        out.update({f"env/{k}": v for k, v in episode_stats([e for e in batch.episodes if e is not None]).items()})
     if batch.prefix_mask is not None:
         out["mix/prefix_tokens"] = float(batch.prefix_mask.sum() / max(1, int((batch.prefix_mask.sum(1) > 0).sum())))
     return out

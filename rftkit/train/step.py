@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +35,7 @@ from rftkit.algos.shaping import RewardBatch
 from rftkit.data.demos import DemoProvider
 from rftkit.data.pairs import PairSource
 from rftkit.data.samplers import PromptStats, Sampler
+from rftkit.envs.episodes import EpisodeLimits
 from rftkit.model.logprobs import frozen_logprobs
 from rftkit.registry import Bound
 from rftkit.rollout.base import Generator, SamplingParams
@@ -96,6 +97,7 @@ class StepParts:
     ref_reset_every: int
     lr_at: Callable[[int], float]
     prm: LoadedPrm | None = None  # a trained process reward model (parts needing "prm"; stage key `prm`)
+    episode_limits: EpisodeLimits = field(default_factory=EpisodeLimits)  # multi-turn budgets (rollout.episode)
 
 
 def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, seed: int) -> dict:
@@ -280,4 +282,5 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
                         ref_logp=ref_logp, values=values, returns=returns,
                         offpolicy=m["offpolicy"] if has_off else None,
                         prefix_mask=m["prefix"] if has_prefix else None, teacher_logp=teacher,
-                        step_mask=step_mask, step_labels=steps.labels if steps is not None else None)
+                        step_mask=step_mask, step_labels=steps.labels if steps is not None else None,
+                        episodes=m.get("episodes"), turn_ends=m.get("turn_ends"), turn_rewards=m.get("turn_rewards"))

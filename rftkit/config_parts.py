@@ -1,0 +1,64 @@
+"""Sections of the config tree that live outside config.py (which holds the tree's spine):
+test-time scaling in evaluation and the budgets of multi-turn episodes. `rftkit.config`
+imports and re-exports them; read that module's docstring for how the tree is validated.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rftkit.errors import Bound
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EpisodeCfg(Strict):
+    """Multi-turn rollouts (rftkit/envs/episodes.py). Each budget ends an episode, counted in
+    env/end/<reason>; none stops training."""
+
+    max_turns: int = Field(4, ge=1)
+    """Model turns per episode (one-turn tasks always take one)."""
+    max_tokens: int = Field(0, ge=0)
+    """Model-written tokens per episode; 0 = only max_turns x rollout.max_new_tokens."""
+    max_obs_tokens: int = Field(64, ge=1)
+    """An observation (tool result, game feedback) longer than this is cut (env/obs_truncated)."""
+    timeout: float = Field(10.0, gt=0)
+    """Seconds one env.step may take; past it the episode ends (env/timeouts)."""
+    workers: int = Field(8, ge=1)
+    """env.step calls run at once (threads; tools run in their own processes or the sandbox)."""
+
+
+class StepSearchCfg(Strict):
+    width: int = Field(4, ge=1)
+    expand: int = Field(4, ge=1)
+    """Continuations sampled from each kept partial solution per step."""
+    separator: str = Field(";", min_length=1)
+    guide: Literal["prm", "verifier"] = "prm"
+    """prm: eval.scaling.prm scores each step; verifier: the share of `rollouts` completions from it that verify."""
+    rollouts: int = Field(4, ge=1)
+    max_steps: int = Field(16, ge=1)
+
+
+class ScalingCfg(Strict):
+    """Test-time scaling in evaluation (docs/evaluation.md#test-time-scaling)."""
+
+    reward_model: str | None = None
+    """An outcome RM folder (reward_models/<stage> of this run, or a path): best-of-n, weighted voting."""
+    prm: str | None = None
+    """A process reward model folder: best-of-n by its minimum step score; guides step search."""
+    curve: bool = True
+    """Accuracy-vs-samples curves (k = 1, 2, 4, ..., n) for every selector."""
+    beam_width: int = Field(0, ge=0)
+    """Token-level beam search by the policy's log-prob with this many beams; 0 = off."""
+    step_search: StepSearchCfg | None = None
+
+    @model_validator(mode="after")
+    def _prm_for_prm_search(self) -> ScalingCfg:
+        if self.step_search is not None and self.step_search.guide == "prm" and self.prm is None:
+            raise Bound("step_search.guide", "prm", "needs eval.scaling.prm (a process reward model folder); "
+                                                    "or use guide: verifier")
+        return self
