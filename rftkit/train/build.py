@@ -28,7 +28,7 @@ from rftkit.data.pairs import PAIR_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
 from rftkit.envs.episodes import EpisodeLimits
-from rftkit.errors import ConfigError, bound_error
+from rftkit.errors import ConfigError, bound_error, closest
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.model.reward_model import RewardScorer
 from rftkit.registry import Bound, RegistryError
@@ -190,6 +190,21 @@ def _check_stage(s: StageCfg, binds: dict, r) -> None:
     if s.minibatches > rows:
         raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
             f"should be at most {rows}: a step has {rows} rows ({what}), and a minibatch needs at least one"))
+
+
+def check_envs(cfg: Config, pools) -> None:
+    """Every environment a problem names is registered (a typo fails here, not as counted
+    env errors in every episode)."""
+    from rftkit.envs.base import ENVS
+
+    for split in (pools.train, pools.test, pools.ood):
+        for p in split:
+            if p.env and p.env not in ENVS:
+                labels = [t.label or t.name for t in cfg.data.tasks]
+                where = f"data.tasks[{labels.index(p.source)}]" if p.source in labels else "data.tasks"
+                raise ConfigError(f"{where}: task '{p.task}' names environment '{p.env}', which is not registered; "
+                                  f"registered: {', '.join(ENVS.names())}.{closest(p.env, ENVS.names())} A user "
+                                  f"environment registers itself from a file listed in `imports`.")
 
 
 def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:

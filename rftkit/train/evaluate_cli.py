@@ -17,6 +17,7 @@ from rftkit.report.progress import EvalProgress
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import (
     check_device,
+    check_envs,
     check_prompts_fit,
     context_length,
     episode_limits,
@@ -48,6 +49,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     pools = build_pools(task_specs(cfg, context, tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
     check_prompts_fit(cfg, pools, tok, context)
+    check_envs(cfg, pools)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)
     spec = build_scaling(cfg.eval.scaling, cfg_file.parent, cfg.model.device)
     scaling = {} if spec is None else {"scaling": spec, "model": model}

@@ -34,6 +34,7 @@ from rftkit.rollout.base import GENERATORS
 from rftkit.train import stage_cache
 from rftkit.train.build import (
     check_bounds,
+    check_envs,
     check_paths,
     check_prompts_fit,
     context_length,
@@ -113,6 +114,7 @@ def start_run(cfg: Config, resume: bool) -> Run:
     pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
     check_prompts_fit(cfg, pools, tok, context_length(model, tok))
+    check_envs(cfg, pools)
     _check_splits(cfg, pools)
     state = RunState()
     if resume:

@@ -87,7 +87,8 @@ def mc_labels(parts, m: dict, step_mask: Tensor, seed: int, rollouts: int, hard:
     errors = 0.0
     for k, (left, chosen) in enumerate(sorted(buckets.items())):
         sub = SimpleNamespace(tok=parts.tok, generator=parts.generator, rewards=parts.rewards, model=parts.model,
-                              sampling=replace(parts.sampling, max_new_tokens=left), episode_limits=parts.episode_limits)
+                              sampling=replace(parts.sampling, max_new_tokens=left),
+                              episode_limits=parts.episode_limits)
         specs = [(m["problems"][slots[s][0]], RowSpec(prefix=slots[s][2])) for s in chosen for _ in range(rollouts)]
         rows = generate(sub, specs, seed + 104_729 * (k + 1))
         errors += score(sub, rows).get("reward/errors", 0.0)
