@@ -76,9 +76,10 @@ def make_env(problem: Problem) -> Environment:
 
 
 def env_stops(problems: list[Problem]) -> tuple[str, ...]:
-    """Stop strings of every environment named by `problems`, in first-seen order."""
+    """Stop strings of every environment named by `problems`, in first-seen order (an unknown
+    name has none: its episode fails to start and is counted, `episodes._start`)."""
     out: list[str] = []
-    for name in dict.fromkeys(p.env for p in problems if p.env):
+    for name in dict.fromkeys(p.env for p in problems if p.env and p.env in ENVS):
         for s in getattr(ENVS.get(name), "stop", ()):
             if s not in out:
                 out.append(s)

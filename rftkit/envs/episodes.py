@@ -105,24 +105,40 @@ def _layout(rows: list[tuple], pad_id: int) -> tuple[Generation, list[Episode | 
 
 def run_episodes(generator: Generator, tok, problems: list[Problem], prompts: list[list[int]],
                  params: SamplingParams, limits: EpisodeLimits, max_context: int) -> list[_Live]:
-    """One episode per (problem, prompt ids), params.n must be 1. See the module docstring."""
+    """One episode per (problem, prompt ids), params.n must be 1. See the module docstring.
+    Episodes whose environments end turns at different stop strings are sampled in separate
+    engine calls (a game's "\n" must not cut a tool call's turn)."""
     lives = [_start(tok, p, ids) for p, ids in zip(problems, prompts, strict=True)]
-    turn_params = replace(params, stop=tuple(dict.fromkeys(params.stop + env_stops(problems))))
+    stops = [turn_stops(tok, params.stop, p) for p in problems]
     for turn in range(limits.max_turns):
-        live = [lv for lv in lives if not lv.done]
-        for lv in live:
-            if len(lv.ids) + params.max_new_tokens > max_context:
+        for lv in lives:
+            if not lv.done and len(lv.ids) + params.max_new_tokens > max_context:
                 _end(lv, "context_limit")
-        live = [lv for lv in live if not lv.done]
-        if not live:
+        by_stop: dict[tuple[str, ...], list[int]] = {}
+        for i, lv in enumerate(lives):
+            if not lv.done:
+                by_stop.setdefault(stops[i], []).append(i)
+        if not by_stop:
             break
-        gen = generator.generate([lv.ids for lv in live], replace(turn_params, seed=params.seed + TURN_SEED * turn))
-        acting = [lv for j, lv in enumerate(live) if _take_turn(tok, lv, gen, j, limits)]
+        acting = []
+        for k, (stop, rows) in enumerate(by_stop.items()):
+            seed = params.seed + TURN_SEED * turn + 7919 * k
+            gen = generator.generate([lives[i].ids for i in rows], replace(params, stop=stop, seed=seed))
+            acting += [lives[i] for j, i in enumerate(rows) if _take_turn(tok, lives[i], gen, j, limits)]
         _step_envs(tok, acting, limits)
     for lv in lives:
         if not lv.done:
             _end(lv, "turn_limit")
     return lives
+
+
+def turn_stops(tok, stop: tuple[str, ...], problem: Problem) -> tuple[str, ...]:
+    """Strings that end a model turn: the rollout's, plus the environment's for plain-text
+    prompts. A chat template ends every assistant turn with its end-of-turn token (eos), so an
+    environment's plain-text stops (a game's "\n") do not apply to chat models."""
+    if getattr(tok, "use_template", False):
+        return tuple(stop)
+    return tuple(dict.fromkeys(tuple(stop) + env_stops([problem])))
 
 
 def _start(tok, problem: Problem, ids: list[int]) -> _Live:
