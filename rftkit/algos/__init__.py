@@ -1,3 +1,14 @@
 """Algorithm math as pure, registered functions; importing registers the built-in ones."""
 
-from rftkit.algos import advantages, hybrid, kl, losses, objectives, offline, preference, process, schedules  # noqa: F401
+from rftkit.algos import (  # noqa: F401
+    advantages,
+    hybrid,
+    kl,
+    losses,
+    multiturn,
+    objectives,
+    offline,
+    preference,
+    process,
+    schedules,
+)

@@ -84,7 +84,11 @@ class RewardBatch:
     (None unless the transform needs "ref"), max_new_tokens, kl_coef (the adaptive coefficient
     carried across steps, None at a stage's start), rollouts (G x prompts per step);
     step_mask [N, T] (1 at each step's last token) and step_scores [N, T] (a process reward
-    model's sigmoid score there, 0 elsewhere), both None unless a transform needs "prm"."""
+    model's sigmoid score there, 0 elsewhere), both None unless a transform needs "prm".
+    Multi-turn rows (None when no row is an episode): turn_ends [N, T] (1 at each model turn's
+    last token), turn_rewards [N, T] (the env's reward after that turn, there), episode_info
+    (per-row env info summed over the episode, each [N]: tool_calls, tool_errors, call_score,
+    ..., turns, episode = 1 for a multi-turn row; `rftkit.algos.multiturn.episode_info`)."""
 
     mask: Tensor
     lengths: Tensor
@@ -97,6 +101,9 @@ class RewardBatch:
     rollouts: int
     step_mask: Tensor | None = None
     step_scores: Tensor | None = None
+    turn_ends: Tensor | None = None
+    turn_rewards: Tensor | None = None
+    episode_info: dict[str, Tensor] | None = None
 
 
 @dataclass(frozen=True)

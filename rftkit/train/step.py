@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rftkit.algos.layouts import Group
+from rftkit.algos.multiturn import episode_info
 from rftkit.algos.resample import Decision, ResampleCtx
 from rftkit.algos.shaping import RewardBatch
 from rftkit.data.demos import DemoProvider
@@ -261,10 +262,12 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
     steps = process_data(parts, m, seed, metrics)  # step ends, PRM labels / scores (train/prm_labels.py)
     step_mask = steps.step_mask if steps is not None else None
     rewards, seq_rewards = m["rewards"], m["rewards"]
+    info = episode_info(m.get("episodes"))  # per-row env info (tool_calls, call_score, ...) for tool rewards
     for transform in parts.transforms:
         rb = RewardBatch(mask, m["mask"].sum(1), m["truncated"], m["offpolicy"], m["logp"], ref_logp,
                          parts.sampling.max_new_tokens, state.kl_coef, parts.batch_size * parts.sampling.n,
-                         step_mask, steps.scores if steps is not None else None)
+                         step_mask, steps.scores if steps is not None else None,
+                         m.get("turn_ends"), m.get("turn_rewards"), info)
         shaped = transform(rewards, rb)
         rewards, mask = shaped.rewards, shaped.mask
         seq_rewards = rewards if rewards.dim() == 1 else seq_rewards
@@ -274,6 +277,8 @@ def _prepare(parts: StepParts, m: dict, seed: int, state: UpdateState, metrics: 
     if values is not None:
         values = values * mask
     extra = {"step_mask": step_mask} if "prm" in parts.advantage.needs else {}  # grpo_process
+    if parts.advantage.marks.get("turn_ends"):  # turn_grpo, turn_gae: None for a batch without episodes
+        extra["turn_ends"] = m.get("turn_ends")
     adv, returns = parts.advantage(rewards, group_ids, mask, values=values, greedy_rewards=greedy, **extra)
     has_prefix, has_off = bool(m["prefix"].any()), bool(m["offpolicy"].any())
     return RolloutBatch(tokens=m["tokens"], mask=mask, old_logp=m["logp"], group_ids=group_ids,
