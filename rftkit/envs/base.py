@@ -55,9 +55,12 @@ ENVS: Registry[type] = Registry("environment")
 
 
 class EnvBase:
-    """Convenience base: keeps the problem, no stop strings, the problem's prompt first."""
+    """Convenience base: keeps the problem, no stop strings, the problem's prompt first.
+    `observation_role`: the chat role a chat template renders observations as ("tool" for
+    tool results, "user" for a game's or a simulated user's replies)."""
 
     stop: ClassVar[tuple[str, ...]] = ()
+    observation_role: ClassVar[str] = "tool"
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem

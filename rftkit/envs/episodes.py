@@ -152,7 +152,7 @@ def _start(tok, problem: Problem, ids: list[int]) -> _Live:
         env, first = None, None
         episode.info["env_errors"] = 1.0
     if first is not None:
-        ids = render_ids(tok, first)
+        ids = render_ids(tok, first, problem.meta.get("tools"))
     return _Live(env, list(ids), len(ids), [], [], episode)
 
 
@@ -215,9 +215,13 @@ def _apply(tok, lv: _Live, result: StepResult, limits: EpisodeLimits) -> None:
     if result.done:
         _end(lv, "done")
         return
-    obs = observation_ids(tok, str(result.observation))
-    if len(obs) > limits.max_obs_tokens:
-        obs = obs[: limits.max_obs_tokens]
+    role = getattr(lv.env, "observation_role", "tool")
+    ended_by_eos = bool(lv.ids) and lv.ids[-1] == tok.eos_id
+    obs = observation_ids(tok, str(result.observation), role, ended_by_eos)
+    if len(obs) > limits.max_obs_tokens:  # cut the text, not the rendering: a chat turn keeps its closing tokens
+        overhead = len(observation_ids(tok, "", role, ended_by_eos))
+        text = tok.decode(tok.encode(str(result.observation))[: max(0, limits.max_obs_tokens - overhead)])
+        obs = observation_ids(tok, text, role, ended_by_eos)[: limits.max_obs_tokens]
         lv.episode.obs_truncated += 1
     lv.ids += obs
     lv.logp += [0.0] * len(obs)
@@ -225,11 +229,12 @@ def _apply(tok, lv: _Live, result: StepResult, limits: EpisodeLimits) -> None:
     lv.episode.segments.append((obs, False, tok.decode(obs)))
 
 
-def observation_ids(tok, text: str) -> list[int]:
-    """An observation's tokens: a chat tokenizer renders it as a tool turn of its template
-    (`observation_ids`), the built-in tokenizer appends the text as is."""
+def observation_ids(tok, text: str, role: str = "tool", eos_emitted: bool = True) -> list[int]:
+    """An observation's tokens: a chat tokenizer renders it as a `role` turn of its template
+    (`HFTokenizer.observation_ids`; `eos_emitted`: the model's turn already ended with the
+    end-of-turn token, else the template's is added), the built-in tokenizer appends the text."""
     if hasattr(tok, "observation_ids"):
-        return tok.observation_ids(text)
+        return tok.observation_ids(text, role, eos_emitted=eos_emitted)
     return tok.encode(text)
 
 

@@ -38,6 +38,7 @@ class GuessEnv(EnvBase):
     meta["hi"], the worst case of binary search: 5 turns for 1..16)."""
 
     stop = (TURN_END,)
+    observation_role = "user"  # a chat model sees the game / the user speak, not a tool
 
     def __init__(self, problem: Problem, *, step_penalty: float = 0.0, max_turns: int = 0) -> None:
         super().__init__(problem)
@@ -64,6 +65,7 @@ class UserEnv(EnvBase):
     max_turns (0 = number of constraints + 2: ask each, answer, one spare)."""
 
     stop = (TURN_END,)
+    observation_role = "user"  # a chat model sees the game / the user speak, not a tool
 
     def __init__(self, problem: Problem, *, step_penalty: float = 0.0, max_turns: int = 0) -> None:
         super().__init__(problem)

@@ -15,15 +15,46 @@ Prompt ids: `prompt_ids(prompt)` replaces the built-in `[bos_id] + encode(prompt
 `bos_id` of a tokenizer without bos is its eos id (the document separator base models saw
 in pretraining); `has_bos` tells the two cases apart. `problem_prompt_ids(tok, problem)`
 works for both tokenizer kinds and for chat-format problems (`meta["messages"]`).
+
+Tools: a problem's `meta["tools"]` (OpenAI-style function specs, `{"type": "function",
+"function": {"name", "description", "parameters"}}`) reach the template as
+`apply_chat_template(..., tools=tools)`, which is where the model learns of them (Qwen2.5 and
+Hermes-style templates list them in the system prompt inside <tools></tools>). A template
+that ignores them, or a tokenizer without a template, renders the prompt without them (a
+warning, once); the built-in char tokenizer ignores tools.
+
+Multi-turn contexts (rftkit/envs/episodes.py): after a model turn, which ended with eos (the
+template's end-of-turn token, already in the context), `observation_ids(text)` gives the ids
+from there to the next assistant turn's header: the rest of the template's turn separator,
+`text` as a tool turn, the assistant header. They are read off the template itself, with a
+sentinel assistant message S:
+
+    full = apply_chat_template([user, assistant S, {role: tool, content: text}], add_generation_prompt=True)
+    delta = full after S, less the leading eos text the model already wrote
+
+e.g. for Qwen2.5, which renders a tool turn as a user turn:
+"\n<|im_start|>user\n<tool_response>\n{text}\n</tool_response><|im_end|>\n<|im_start|>assistant\n".
+So a context built turn by turn is the template's rendering of the whole conversation
+(tests/test_hf_agentic.py checks it token for token). A template that cannot render role "tool"
+(it raises, or the text does not appear) gets a "user" turn instead; without a template the
+text is appended as is. A turn that a stop string ended (no eos): `eos_emitted=False` keeps
+the template's end-of-turn text. The template is rendered for each observation (exact also for
+templates that transform tool content, e.g. Llama 3.1's `tojson`; a render is well under a
+millisecond); only which role renders is cached.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from rftkit.types import Problem
 
 Messages = list[dict[str, str]]
+Tools = list[dict[str, Any]]
+SENTINEL = "RFTKITSENTINEL"  # letters only: survives a template's trim or tojson of the content
+log = logging.getLogger("rftkit.model")
 
 
 class HFTokenizer:
@@ -49,6 +80,9 @@ class HFTokenizer:
             raise ValueError("chat_template=True but the tokenizer has no chat template")
         self.use_template = has_template if chat_template == "auto" else bool(chat_template)
         self.system_prompt = system_prompt
+        self._obs_roles: dict[str, str | None] = {}  # observation role asked -> role the template renders
+        self._warned: set[str] = set()
+        self._tools_checked = False
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
@@ -65,39 +99,104 @@ class HFTokenizer:
             msgs = [{"role": "system", "content": system}] + msgs
         return msgs
 
-    def render_prompt(self, prompt: str | Messages, system_prompt: str | None = None) -> str:
-        """The prompt as text: chat template with the assistant header opened, or the plain text."""
+    def render_prompt(self, prompt: str | Messages, system_prompt: str | None = None,
+                      tools: Tools | None = None) -> str:
+        """The prompt as text: chat template with the assistant header opened (and `tools`
+        passed to it), or the plain text (tools ignored: there is no template to show them)."""
         if not self.use_template:
+            if tools:
+                self._warn_once("tools", "the tokenizer has no chat template: the prompt is rendered without tools")
             if isinstance(prompt, str):
                 return prompt
             return "\n\n".join(m["content"] for m in self.messages(prompt, system_prompt))
-        return self.hf.apply_chat_template(self.messages(prompt, system_prompt), tokenize=False,
-                                           add_generation_prompt=True)
+        msgs = self.messages(prompt, system_prompt)
+        if not tools:  # exactly the call without tools, so tool-less prompts render as they always did
+            return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        text = self.hf.apply_chat_template(msgs, tools=list(tools), tokenize=False, add_generation_prompt=True)
+        if not self._tools_checked:  # once: does this template show tools at all?
+            self._tools_checked = True
+            if text == self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True):
+                self._warn_once("tools", "the chat template ignores `tools`: the model does not see the tool schemas")
+        return text
 
-    def prompt_ids(self, prompt: str | Messages, system_prompt: str | None = None) -> list[int]:
+    def prompt_ids(self, prompt: str | Messages, system_prompt: str | None = None,
+                   tools: Tools | None = None) -> list[int]:
         """Token ids of the rendered prompt, bos handled (see the module docstring)."""
-        ids = self.encode(self.render_prompt(prompt, system_prompt))
+        ids = self.encode(self.render_prompt(prompt, system_prompt, tools))
         if self.has_bos and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id] + ids
         if not ids:  # an empty prompt without bos: give the model one token to condition on
             ids = [self.bos_id]
         return ids
 
+    def observation_ids(self, text: str, role: str = "tool", *, eos_emitted: bool = True) -> list[int]:
+        """Ids that follow a model turn: `text` as a `role` turn of the template, then the next
+        assistant header (see the module docstring). eos_emitted=False (a stop string, not
+        eos, ended the model's turn) keeps the template's end-of-turn text in front."""
+        used = self._observation_role(role) if self.use_template else None
+        if used is None:
+            return self.encode(text)
+        return self.encode(self._turn_delta(text, used, eos_emitted))
+
+    def _turn_delta(self, text: str, role: str, eos_emitted: bool = True) -> str:
+        """The template's text after an assistant turn: closing it, `text` as `role`, the next header."""
+        msgs = [{"role": "user", "content": "?"}, {"role": "assistant", "content": SENTINEL},
+                {"role": role, "content": text}]
+        full = self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        delta = full[full.index(SENTINEL) + len(SENTINEL):]
+        eos = self.hf.eos_token
+        if eos_emitted and eos and delta.startswith(eos):  # the model wrote it: it ends the turn in the context
+            delta = delta[len(eos):]
+        return delta
+
+    def _observation_role(self, role: str) -> str | None:
+        """`role` if the template renders it, else "user", else None (cached per role)."""
+        if role not in self._obs_roles:
+            self._obs_roles[role] = next((r for r in dict.fromkeys((role, "user")) if self._renders(r)), None)
+            if self._obs_roles[role] != role:
+                self._warn_once(f"role:{role}", f"the chat template does not render role {role!r}: observations "
+                                f"are {'user turns' if self._obs_roles[role] else 'appended as plain text'}")
+        return self._obs_roles[role]
+
+    def _renders(self, role: str) -> bool:
+        probe = "rftkitprobe"
+        try:
+            return probe in self._turn_delta(probe, role)
+        except Exception:  # templates raise on roles they do not know (e.g. strict user/assistant alternation)
+            return False
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
 
 def problem_prompt_ids(tok, problem: Problem) -> list[int]:
-    """Prompt ids of a problem for either tokenizer kind (built-in char or `HFTokenizer`)."""
+    """Prompt ids of a problem for either tokenizer kind (built-in char or `HFTokenizer`), with
+    the problem's `meta["tools"]` in the chat template's prompt (the char tokenizer ignores them)."""
     if hasattr(tok, "prompt_ids"):
-        return tok.prompt_ids(problem.meta.get("messages") or problem.prompt)
+        return tok.prompt_ids(problem.meta.get("messages") or problem.prompt, **_tools_kw(problem.meta.get("tools")))
     return [tok.bos_id] + tok.encode(problem.prompt)
 
 
-def render_ids(tok, prompt: str | Messages) -> list[int]:
+def render_ids(tok, prompt: str | Messages, tools: Tools | None = None) -> list[int]:
     """Prompt ids of a text or chat prompt for either tokenizer kind (an environment's first
-    observation); the built-in tokenizer joins chat messages' contents with blank lines."""
+    observation); the built-in tokenizer joins chat messages' contents with blank lines and
+    ignores tools."""
     if hasattr(tok, "prompt_ids"):
-        return tok.prompt_ids(prompt)
+        return tok.prompt_ids(prompt, **_tools_kw(tools))
     text = prompt if isinstance(prompt, str) else "\n\n".join(str(m.get("content", "")) for m in prompt)
     return [tok.bos_id] + tok.encode(text)
+
+
+def _tools_kw(tools) -> dict[str, Any]:
+    """tools= only when there are some: a `prompt_ids` without the knob keeps working."""
+    if not tools:
+        return {}
+    if not isinstance(tools, (list, tuple)) or not all(isinstance(t, dict) for t in tools):
+        raise ValueError(f"meta['tools'] should be a list of function specs ({{'type': 'function', 'function': "
+                         f"{{'name': ..., 'parameters': ...}}}}), got {type(tools).__name__}")
+    return {"tools": list(tools)}
 
 
 def load_hf_tokenizer(path: str | Path, *, system_prompt: str | None = None, chat_template: bool | str = "auto",

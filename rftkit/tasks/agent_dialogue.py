@@ -90,6 +90,13 @@ def _constraint(rng: random.Random, kind: str) -> dict[str, Any]:
     return {"kind": "ends", "d": rng.randint(0, 9)}
 
 
+def episode_tag(rng: random.Random) -> str:
+    """A per-problem tag at the start of the prompt: the hidden state (secret, constraints) is
+    not in the prompt, so without it every problem of a difficulty would share one prompt, and
+    pools keep prompts distinct (test prompts never appear in training)."""
+    return f"g{rng.randrange(100_000):05d}:"
+
+
 def _segments_problem(task: str, prompt: str, answer: str, verifier: str, difficulty: int, env: str,
                       segments: list[list], meta: dict[str, Any]) -> Problem:
     demo = "".join(text for text, _ in segments)
@@ -129,8 +136,9 @@ class AgentGame:
                 break
             segments.append([reply, False])
             lo, top = (mid + 1, top) if reply == HIGHER else (lo, mid - 1)
-        return _segments_problem(self.name, f"guess:1..{hi}=", str(secret), "exact", difficulty, "guess",
-                                 segments, {"hi": hi, "env_args": dict(self.env_args)})
+        prompt = f"{episode_tag(rng)}guess:1..{hi}="
+        return _segments_problem(self.name, prompt, str(secret), "exact", difficulty, "guess", segments,
+                                 {"hi": hi, "env_args": dict(self.env_args)})
 
 
 @TASKS.register("agent_user")
@@ -164,9 +172,9 @@ class AgentUser:
         for c in cons:
             segments += [[QUESTION + TURN_END, True], [describe(c), False]]
         segments.append([f"{ANSWER_MARKER}{fits[0]}{TURN_END}", True])
-        return _segments_problem(self.name, f"pick:1..{PICK_HI}=", str(fits[0]), "constraints", difficulty, "user",
-                                 segments, {"lo": 1, "hi": PICK_HI, "constraints": cons,
-                                            "env_args": dict(self.env_args)})
+        prompt = f"{episode_tag(rng)}pick:1..{PICK_HI}="
+        return _segments_problem(self.name, prompt, str(fits[0]), "constraints", difficulty, "user", segments,
+                                 {"lo": 1, "hi": PICK_HI, "constraints": cons, "env_args": dict(self.env_args)})
 
 
 @VERIFIERS.register("constraints")

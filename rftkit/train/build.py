@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -194,17 +195,23 @@ def _check_stage(s: StageCfg, binds: dict, r) -> None:
 
 def check_envs(cfg: Config, pools) -> None:
     """Every environment a problem names is registered (a typo fails here, not as counted
-    env errors in every episode)."""
+    env errors in every episode), and problems of tool environments carry their tools' specs
+    (meta["tools"]) so a chat template shows the model the tools (built-in prompts ignore them)."""
     from rftkit.envs.base import ENVS
 
     for split in (pools.train, pools.test, pools.ood):
-        for p in split:
-            if p.env and p.env not in ENVS:
+        for i, p in enumerate(split):
+            if not p.env:
+                continue
+            if p.env not in ENVS:
                 labels = [t.label or t.name for t in cfg.data.tasks]
                 where = f"data.tasks[{labels.index(p.source)}]" if p.source in labels else "data.tasks"
                 raise ConfigError(f"{where}: task '{p.task}' names environment '{p.env}', which is not registered; "
                                   f"registered: {', '.join(ENVS.names())}.{closest(p.env, ENVS.names())} A user "
                                   f"environment registers itself from a file listed in `imports`.")
+            specs = getattr(ENVS.get(p.env), "tool_specs", None)
+            if specs is not None and "tools" not in p.meta:
+                split[i] = replace(p, meta={**p.meta, "tools": specs()})
 
 
 def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:
