@@ -86,8 +86,19 @@ class NoisyDemos(_Stateless):
         out = []
         for p in problems:
             if p.demo is not None:
-                out.append((p, corrupt_answer(p.demo, rng) if rng.random() < self.corrupt_prob else p.demo))
+                out.append(_corrupted(p, rng) if rng.random() < self.corrupt_prob else (p, p.demo))
         return out, {}
+
+
+def _corrupted(p: Problem, rng: random.Random) -> tuple[Problem, str]:
+    """A demo with its answer corrupted; a multi-turn demo's last turn is (its segments follow,
+    so its observations stay untrained)."""
+    segments = p.meta.get("demo_segments")
+    if not segments:
+        return p, corrupt_answer(p.demo, rng)
+    *head, (last, trained) = segments
+    segments = [*head, [corrupt_answer(last, rng), trained]]
+    return replace(p, meta={**p.meta, "demo_segments": segments}), "".join(t for t, _ in segments)
 
 
 @DEMO_SOURCES.register("relift", needs={"rollout"})

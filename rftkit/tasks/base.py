@@ -70,6 +70,8 @@ def corrupt_answer(demo: str, rng: random.Random) -> str:
     correct and corrupted demonstrations sets how often the base samples a right answer.
     """
     head, marker, answer = demo.rpartition(ANSWER_MARKER)
+    tail = answer[len(answer.rstrip()):]  # a turn's closing newline is not part of the answer
+    answer = answer.rstrip()
     if not marker or not answer:
         return demo
     i = rng.randrange(len(answer))
@@ -81,4 +83,4 @@ def corrupt_answer(demo: str, rng: random.Random) -> str:
     else:
         return demo
     new = rng.choice([c for c in pool if c != ch])
-    return head + marker + answer[:i] + new + answer[i + 1 :]
+    return head + marker + answer[:i] + new + answer[i + 1 :] + tail
