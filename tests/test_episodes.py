@@ -117,6 +117,8 @@ def _naive(engine, problem, params, limits, context):
         if res.done:
             break
         obs = TOK.encode(res.observation)[: limits.max_obs_tokens]
+        if len(ids) + len(obs) + params.max_new_tokens > context:
+            break
         ids += obs
         mask += [0.0] * len(obs)
     return ids, [0.0] * start + mask
@@ -187,6 +189,7 @@ def test_turn_token_context_and_observation_budgets_end_episodes_counted():
     _, eps = generate_rows(KVCacheEngine(model, TOK), TOK, problems, prompts, params,
                            EpisodeLimits(max_turns=50, max_obs_tokens=40), 96)
     assert all(e.end in ("context_limit", "truncated") for e in eps)
+    assert all(len(p) + sum(len(i) for i, _, _ in e.segments) <= 96 for p, e in zip(prompts, eps))
     _, eps = generate_rows(KVCacheEngine(model, TOK), TOK, problems, prompts, params,
                            EpisodeLimits(max_turns=50, max_tokens=3, max_obs_tokens=2), 96)
     assert all(e.end == "token_limit" and sum(len(i) for i, m, _ in e.segments if m) == 3 for e in eps)

@@ -125,7 +125,7 @@ def run_episodes(generator: Generator, tok, problems: list[Problem], prompts: li
             seed = params.seed + TURN_SEED * turn + 7919 * k
             gen = generator.generate([lives[i].ids for i in rows], replace(params, stop=stop, seed=seed))
             acting += [lives[i] for j, i in enumerate(rows) if _take_turn(tok, lives[i], gen, j, limits)]
-        _step_envs(tok, acting, limits)
+        _step_envs(tok, acting, limits, max_context - params.max_new_tokens)
     for lv in lives:
         if not lv.done:
             _end(lv, "turn_limit")
@@ -182,7 +182,7 @@ def _take_turn(tok, lv: _Live, gen: Generation, j: int, limits: EpisodeLimits) -
     return True
 
 
-def _step_envs(tok, acting: list[_Live], limits: EpisodeLimits) -> None:
+def _step_envs(tok, acting: list[_Live], limits: EpisodeLimits, room: int) -> None:
     """env.step for each acting episode, at once on worker threads, each with the timeout."""
     if not acting:
         return
@@ -200,14 +200,17 @@ def _step_envs(tok, acting: list[_Live], limits: EpisodeLimits) -> None:
             lv.episode.info["env_errors"] = lv.episode.info.get("env_errors", 0.0) + 1
             _end(lv, "env_error")
         else:
-            _apply(tok, lv, value, limits)
+            _apply(tok, lv, value, limits, room)
 
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and x == x and abs(x) != float("inf")
 
 
-def _apply(tok, lv: _Live, result: StepResult, limits: EpisodeLimits) -> None:
+def _apply(tok, lv: _Live, result: StepResult, limits: EpisodeLimits, room: int) -> None:
+    """Record the env's reward and info; append its observation unless done. `room`: the
+    longest context a next turn can start from; an observation past it ends the episode
+    (context_limit) without being appended, so a row never outgrows the model's context."""
     lv.episode.turn_rewards.append(float(result.reward))
     for k, v in (result.info or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v):
@@ -223,6 +226,9 @@ def _apply(tok, lv: _Live, result: StepResult, limits: EpisodeLimits) -> None:
         text = tok.decode(tok.encode(str(result.observation))[: max(0, limits.max_obs_tokens - overhead)])
         obs = observation_ids(tok, text, role, ended_by_eos)[: limits.max_obs_tokens]
         lv.episode.obs_truncated += 1
+    if len(lv.ids) + len(obs) > room:
+        _end(lv, "context_limit")
+        return
     lv.ids += obs
     lv.logp += [0.0] * len(obs)
     lv.mask += [0.0] * len(obs)
