@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-
 from test_run_resume import ENV, _records, rftkit
 
 AGENT = Path(__file__).parent / "fixtures" / "agent_tiny.yaml"
