@@ -1,7 +1,8 @@
 """A user-defined environment in its own file: "echo", a two-step dialogue.
 
-The prompt "echo:=" hides a random word; the model asks ("?"), the environment tells the
-word, the model repeats it:  echo:=?\\nword is kqz\\n#kqz\\n . The file registers an
+The prompt "echo123:=" hides a random word (the number tells problems apart: pools keep
+prompts distinct); the model asks ("?"), the environment tells the word, the model repeats
+it:  echo123:=?\\nword is kqz\\n#kqz\\n . The file registers an
 environment and a task naming it, as the built-in ones do (rftkit/envs/games.py).
 
 Use it from a recipe by importing the file and naming the task:
@@ -54,6 +55,6 @@ class Echo:
         word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(self.length))
         # model turns are trained, the observation is not; the texts concatenate to `demo`
         segments = [["?\n", True], [f"word is {word}\n", False], [f"#{word}\n", True]]
-        return Problem(task=self.name, prompt="echo:=", answer=word, verifier="exact", difficulty=difficulty,
-                       demo="".join(t for t, _ in segments), source=self.name, env="echo",
+        return Problem(task=self.name, prompt=f"echo{rng.randrange(100_000)}:=", answer=word, verifier="exact",
+                       difficulty=difficulty, demo="".join(t for t, _ in segments), source=self.name, env="echo",
                        meta={"demo_segments": segments})

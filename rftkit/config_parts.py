@@ -18,7 +18,7 @@ class Strict(BaseModel):
 
 class EpisodeCfg(Strict):
     """Multi-turn rollouts (rftkit/envs/episodes.py). Each budget ends an episode, counted in
-    env/end/<reason>; none stops training."""
+    env/end/<reason> (the share of the step's episodes); none stops training."""
 
     max_turns: int = Field(4, ge=1)
     """Model turns per episode (one-turn tasks always take one)."""
@@ -27,7 +27,7 @@ class EpisodeCfg(Strict):
     max_obs_tokens: int = Field(64, ge=1)
     """An observation (tool result, game feedback) longer than this is cut (env/obs_truncated)."""
     timeout: float = Field(10.0, gt=0)
-    """Seconds one env.step may take; past it the episode ends (env/timeouts)."""
+    """Seconds one env.step may take; past it the episode ends (env/env_timeouts_mean)."""
     workers: int = Field(8, ge=1)
     """env.step calls run at once (threads; tools run in their own processes or the sandbox)."""
 

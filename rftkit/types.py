@@ -79,7 +79,7 @@ class Generation:
 
 @dataclass
 class Episode:
-    """One multi-turn rollout row after its prompt (rftkit/rollout/episodes.py).
+    """One multi-turn rollout row after its prompt (rftkit/envs/episodes.py).
 
     segments: (token ids, written by the model, text) in order: model turns (trained, mask 1)
     and observations (environment text, mask 0). answer: the last model turn's text, what the

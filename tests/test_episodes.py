@@ -9,13 +9,17 @@ import torch
 from rftkit.algos.advantages import ADVANTAGES
 from rftkit.algos.layouts import GROUP_LAYOUTS
 from rftkit.algos.objectives import OBJECTIVES
+from rftkit.config import validate
 from rftkit.data.samplers import UniformSampler
 from rftkit.envs.base import ENVS, EnvBase, StepResult
 from rftkit.envs.episodes import EpisodeLimits, episode_stats, generate_rows
+from rftkit.errors import ConfigError
 from rftkit.model.gpt import GPT, SIZES, GPTConfig
 from rftkit.model.tokenizer import CharTokenizer
 from rftkit.rollout.base import SamplingParams
 from rftkit.rollout.kv_engine import KVCacheEngine
+from rftkit.tasks.base import TASKS
+from rftkit.train.loop import train
 from rftkit.train.step import Term, rollout
 from rftkit.train.update import UpdateState, update_policy
 from rftkit.types import Problem
@@ -237,3 +241,36 @@ def test_observation_tokens_receive_exactly_zero_gradient():
     assert g.shape == predicts_untrained.shape
     assert float(g[predicts_untrained].sum()) == 0.0
     assert float(g[~predicts_untrained].min()) > 0
+
+
+@TASKS.register("t_env_task")
+class EnvTask:
+    name, difficulty_doc, default_difficulty, default_ood = "t_env_task", "unused", (1, 1), (1, 1)
+
+    def __init__(self, *, env: str = "t_probe") -> None:
+        self.env = env
+
+    def sample(self, rng, difficulty):
+        return Problem(task=self.name, prompt=f"q{rng.randrange(10**6)}:", answer="a", verifier="exact",
+                       env=self.env, demo="#a")
+
+
+def _cfg(tmp_path, env):
+    tree = {"out_dir": str(tmp_path), "name": "envcheck", "progress": False, "model": {"size": "nano"},
+            "data": {"tasks": [{"name": "arithmetic"}, {"name": "t_env_task", "params": {"env": env}}],
+                     "train_size": 20, "test_size": 2, "ood_size": 2},
+            "stages": [{"name": "rl", "steps": 1, "batch_size": 2, "objectives": [{"name": "policy"}]}]}
+    return validate(tree, "test")
+
+
+def test_an_unregistered_environment_fails_at_config_time_naming_the_task(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.tasks\[1\]: task 't_env_task' names environment 't_prob'.*"
+                                          r"Did you mean 't_probe'"):
+        train(_cfg(tmp_path, "t_prob"))
+
+
+def test_a_missing_environment_library_fails_at_config_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(ProbeEnv, "requires", ("surely_not_installed_lib",), raising=False)
+    with pytest.raises(ConfigError, match=r"data\.tasks\[1\]: environment 't_probe' needs the Python library "
+                                          r"'surely_not_installed_lib'.*pip install 'rftkit\[agent\]'"):
+        train(_cfg(tmp_path, "t_probe"))

@@ -6,7 +6,7 @@ An environment is a class registered in `ENVS`, created once per episode from it
     first = env.reset()          # None: the problem's prompt is the first observation
     result = env.step(text)      # after each model turn: StepResult(observation, reward, done, info)
 
-The rollout loop (rftkit/rollout/episodes.py) appends `observation` to the context (as a tool /
+The rollout loop (rftkit/envs/episodes.py) appends `observation` to the context (as a tool /
 user turn; its tokens are never trained), asks the model for the next turn, and stops when
 `done`, or at the turn, token or context budget. `stop` lists strings that end a model turn
 (e.g. "</calc>" for the built-in model's tag syntax; chat models end a turn with eos). The
@@ -61,6 +61,7 @@ class EnvBase:
 
     stop: ClassVar[tuple[str, ...]] = ()
     observation_role: ClassVar[str] = "tool"
+    requires: ClassVar[tuple[str, ...]] = ()  # libraries it imports: checked when the config is (train/build.py)
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem

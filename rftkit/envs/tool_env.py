@@ -69,6 +69,7 @@ class ToolEnv(EnvBase):
     defaults to their closing tags; `context()` fills the tools' context parameters."""
 
     tools: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ("jsonschema",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -239,6 +240,7 @@ class SearchEnv(ToolEnv):
     env args), returning the `top_k` best documents (agent_search)."""
 
     tools = ("search",)
+    requires = ("jsonschema", "rank_bm25")
 
     def __init__(self, problem: Problem, *, docs: list[str] | tuple[str, ...] = (), top_k: int = 1,
                  max_calls_per_turn: int = 4, max_result_chars: int = 64) -> None:
