@@ -274,3 +274,10 @@ def test_a_missing_environment_library_fails_at_config_time(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"data\.tasks\[1\]: environment 't_probe' needs the Python library "
                                           r"'surely_not_installed_lib'.*pip install 'rftkit\[agent\]'"):
         train(_cfg(tmp_path, "t_probe"))
+
+
+def test_beam_search_over_episodes_is_a_config_error(tmp_path):
+    tree = _cfg(tmp_path, "t_probe").model_dump(mode="json")
+    tree["eval"]["scaling"] = {"beam_width": 2}
+    with pytest.raises(ConfigError, match=r"eval\.scaling\.beam_width: beam and step search apply to one-turn"):
+        train(validate(tree, "test"))

@@ -9,9 +9,7 @@ message; `stage_parts` binds them again into the `StepParts` a stage runs with.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ from rftkit.data.pairs import PAIR_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
 from rftkit.envs.episodes import EpisodeLimits
-from rftkit.errors import ConfigError, bound_error, closest
+from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.model.reward_model import RewardScorer
 from rftkit.registry import Bound, RegistryError
@@ -192,41 +190,6 @@ def _check_stage(s: StageCfg, binds: dict, r) -> None:
     if s.minibatches > rows:
         raise bound_error(f"stages.{s.name}.minibatches", s.minibatches, (
             f"should be at most {rows}: a step has {rows} rows ({what}), and a minibatch needs at least one"))
-
-
-def check_envs(cfg: Config, pools) -> None:
-    """Every environment a problem names is registered (a typo fails here, not as counted
-    env errors in every episode) and has its libraries installed; problems of tool
-    environments carry their tools' specs (meta["tools"]) so a chat template shows the model
-    the tools (built-in prompts ignore them)."""
-    from rftkit.envs.base import ENVS
-
-    specs: dict[str, list | None] = {}
-    for split in (pools.train, pools.test, pools.ood):
-        for i, p in enumerate(split):
-            if p.env and p.env not in specs:
-                specs[p.env] = _env_specs(cfg, p, ENVS)
-            if p.env and specs[p.env] is not None and "tools" not in p.meta:
-                split[i] = replace(p, meta={**p.meta, "tools": specs[p.env]})
-
-
-def _env_specs(cfg: Config, p, envs) -> list | None:
-    """Check the environment `p` names; its tool specs, or None when it has no tools."""
-    if p.env not in envs:
-        raise ConfigError(f"{_task_key(cfg, p)}: task '{p.task}' names environment '{p.env}', which is not "
-                          f"registered; registered: {', '.join(envs.names())}.{closest(p.env, envs.names())} A "
-                          f"user environment registers itself from a file listed in `imports`.")
-    cls = envs.get(p.env)
-    missing = [lib for lib in getattr(cls, "requires", ()) if importlib.util.find_spec(lib) is None]
-    if missing:
-        raise ConfigError(f"{_task_key(cfg, p)}: environment '{p.env}' needs the Python library '{missing[0]}', "
-                          f"which is not installed: pip install 'rftkit[agent]' (the built-in environments' libraries)")
-    return cls.tool_specs() if hasattr(cls, "tool_specs") else None
-
-
-def _task_key(cfg: Config, p) -> str:
-    labels = [t.label or t.name for t in cfg.data.tasks]
-    return f"data.tasks[{labels.index(p.source)}]" if p.source in labels else "data.tasks"
 
 
 def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:

@@ -17,13 +17,13 @@ from rftkit.report.progress import EvalProgress
 from rftkit.rollout.base import GENERATORS
 from rftkit.train.build import (
     check_device,
-    check_envs,
     check_prompts_fit,
     context_length,
     episode_limits,
     resolve_model_dir,
     task_specs,
 )
+from rftkit.train.env_checks import check_envs
 from rftkit.train.rollout_rows import context_of
 from rftkit.train.scaling_build import build_scaling
 

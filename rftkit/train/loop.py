@@ -34,7 +34,6 @@ from rftkit.rollout.base import GENERATORS
 from rftkit.train import stage_cache
 from rftkit.train.build import (
     check_bounds,
-    check_envs,
     check_paths,
     check_prompts_fit,
     context_length,
@@ -44,6 +43,7 @@ from rftkit.train.build import (
     task_specs,
 )
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rftkit.train.env_checks import check_envs
 from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
 from rftkit.train.rollout_rows import context_of

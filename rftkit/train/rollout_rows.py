@@ -147,13 +147,16 @@ def greedy_rewards(parts, problems: list[Problem], group_ids: Tensor, seed: int)
     prompts = [problem_prompt_ids(parts.tok, p) for p in firsts]
     params = SamplingParams(n=1, max_new_tokens=parts.sampling.max_new_tokens, temperature=0.0,
                             stop=parts.sampling.stop, seed=seed)
-    gen = parts.generator.generate(prompts, params)
+    # a multi-turn problem's baseline is its greedy episode: outcome plus the env's turn rewards
+    gen, episodes = generate_rows(parts.generator, parts.tok, firsts, prompts, params, parts.episode_limits,
+                                  context_of(parts.model))
+    env = torch.tensor([sum(e.turn_rewards) if e is not None else 0.0 for e in episodes], dtype=torch.float32)
     if parts.rewards is not None:
         verdicts = parts.rewards.score(firsts, gen.texts, [int(m.sum()) for m in gen.mask])[0]
         r = torch.tensor([v.reward for v in verdicts], dtype=torch.float32)
     else:
         r = torch.tensor([verify(p, t).score for p, t in zip(firsts, gen.texts, strict=True)], dtype=torch.float32)
-    return r[group_ids]
+    return (r + env)[group_ids]
 
 
 def rollout_metrics(batch: RolloutBatch, m: dict) -> dict[str, float]:
