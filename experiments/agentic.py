@@ -138,15 +138,16 @@ def plot(calc: list[dict], game: list[dict], path: Path) -> None:
     for r in calc:
         line, = axes[0].plot(r["tool_calls"], label=f"tool calls, seed {r['seed']}")
         axes[0].plot(r["train_acc"], linestyle="--", color=line.get_color(), label=f"success, seed {r['seed']}")
-    axes[0].set(title="calculator: tool calls per episode (solid), success (dashed)", xlabel="GRPO step")
+    axes[0].set(title="calculator: tool calls / episode (solid), success (dashed)", xlabel="GRPO step")
     for i, m in enumerate(GAME_METHODS):
         for r in [r for r in game if r["method"] == m]:
             axes[1].plot(r["success"], color=f"C{i}", alpha=0.7, label=m if r["seed"] == game[0]["seed"] else None)
             axes[2].plot(r["turns"], color=f"C{i}", alpha=0.7, label=m if r["seed"] == game[0]["seed"] else None)
-    axes[1].set(title="guessing game: success of the step's episodes", xlabel="RL step")
-    axes[2].set(title="guessing game: turns per episode", xlabel="RL step")
+    axes[1].set(title="game: success of the step's episodes", xlabel="RL step")
+    axes[2].set(title="game: turns per episode", xlabel="RL step")
     for ax in axes:
         ax.legend(fontsize=7)
+        ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
