@@ -114,6 +114,8 @@ def run_episodes(generator: Generator, tok, problems: list[Problem], prompts: li
         for lv in lives:
             if not lv.done and len(lv.ids) + params.max_new_tokens > max_context:
                 _end(lv, "context_limit")
+            elif not lv.done and limits.max_tokens and lv.model_tokens >= limits.max_tokens:
+                _end(lv, "token_limit")  # the budget is spent: no empty turn
         by_stop: dict[tuple[str, ...], list[int]] = {}
         for i, lv in enumerate(lives):
             if not lv.done:
