@@ -1,8 +1,10 @@
 """Synthetic verifiable tasks. Importing this package registers the built-in ones.
 
-Built-in tasks (see each module): "arithmetic", "countdown", "strings", "sorting". Their
-verifiers live in `VERIFIERS` ("exact", "countdown", "sorting"); a user task registers
-itself the same way from its own file (examples/my_task.py).
+Built-in tasks (see each module): "arithmetic", "countdown", "strings", "sorting", "dataset";
+the multi-turn ones, whose problems name an environment (rftkit/envs): "agent_calc",
+"agent_python", "agent_search" (tools), "agent_game", "agent_user" (dialogue). Their verifiers
+live in `VERIFIERS` ("exact", "countdown", "sorting", "constraints", ...); a user task
+registers itself the same way from its own file (examples/my_task.py, examples/my_env.py).
 """
 
 from rftkit.tasks import agent_dialogue, agent_tasks, arithmetic, countdown, dataset_task, sorting, strings  # noqa: F401  (registers)
