@@ -3,15 +3,11 @@ then --resume gives bit-identical weights and metrics; `rftkit eval` reports pas
 episodes; the report shows episodes."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from test_run_resume import ENV, _records, rftkit
+from test_run_resume import _records, kill_after_checkpoint, rftkit
 
 AGENT = Path(__file__).parent / "fixtures" / "agent_tiny.yaml"
 
@@ -40,17 +36,7 @@ def test_eval_command_reports_pass_at_k_over_episodes(agent_run):
 
 
 def test_agent_kill_and_resume_is_exact(agent_run, tmp_path):
-    cmd = [sys.executable, "-m", "rftkit", "run", str(AGENT), f"out_dir={tmp_path}", "model.threads=1"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "agent_tiny" / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill once a checkpoint inside the RL stage exists (base is 80 steps)
-        if latest.is_file() and latest.read_text().strip() >= "step_000084":
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "agent_tiny" / "eval" / "rl.json").exists(), "run finished before it could be killed"
+    kill_after_checkpoint(AGENT, tmp_path, "agent_tiny", 84)  # the base stage is 80 steps
     rftkit("run", "--resume", str(tmp_path / "agent_tiny"))
     a = load_file(str(agent_run / "models" / "rl" / "model.safetensors"))
     b = load_file(str(tmp_path / "agent_tiny" / "models" / "rl" / "model.safetensors"))

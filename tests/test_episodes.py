@@ -281,3 +281,28 @@ def test_beam_search_over_episodes_is_a_config_error(tmp_path):
     tree["eval"]["scaling"] = {"beam_width": 2}
     with pytest.raises(ConfigError, match=r"eval\.scaling\.beam_width: beam and step search apply to one-turn"):
         train(validate(tree, "test"))
+
+
+@ENVS.register("t_slow")
+class SlowEnv(EnvBase):
+    stop = STOPS
+
+    def step(self, action):
+        time.sleep(0.4)
+        return StepResult(done=True)
+
+
+def test_env_steps_run_workers_at_a_time():
+    problems = _problems(env="t_slow", k=4)
+    prompts = [[TOK.bos_id] + TOK.encode(p.prompt) for p in problems]
+    engine = KVCacheEngine(_model(), TOK)
+
+    def timed(workers):
+        t0 = time.perf_counter()
+        _, eps = generate_rows(engine, TOK, problems, prompts, SamplingParams(n=1, max_new_tokens=8, temperature=0.0),
+                               EpisodeLimits(workers=workers), 128)
+        return time.perf_counter() - t0, sum(e.end == "done" for e in eps)
+
+    (parallel, stepped), (serial, _) = timed(4), timed(1)
+    assert stepped >= 3  # most first turns end at a stop string and reach the 0.4 s step
+    assert parallel < 1.2 and serial >= 0.4 * stepped  # 4 at once vs one after the other

@@ -64,18 +64,24 @@ def test_eval_command_on_a_run_dir(full_run):
     assert "pass@2" in proc.stdout and (full_run / "models" / "rl" / "eval_results.json").is_file()
 
 
-def test_kill_and_resume_is_exact(full_run, tmp_path):
-    cmd = [sys.executable, "-m", "rftkit", "run", str(TINY), f"out_dir={tmp_path}", "model.threads=1"]
+def kill_after_checkpoint(recipe: Path, out: Path, name: str, step: int) -> None:
+    """Run `recipe` in a subprocess and SIGKILL it once checkpoint `step` exists (a step inside
+    its RL stage); the run must not have finished by then."""
+    cmd = [sys.executable, "-m", "rftkit", "run", str(recipe), f"out_dir={out}", "model.threads=1"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "tiny" / "checkpoints" / "latest"
+    latest = out / name / "checkpoints" / "latest"
     deadline = time.time() + 240
-    while time.time() < deadline:  # kill once a checkpoint inside the RL stage exists
-        if latest.is_file() and latest.read_text().strip() >= "step_000010":
+    while time.time() < deadline:
+        if latest.is_file() and latest.read_text().strip() >= f"step_{step:06d}":
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "tiny" / "eval" / "rl.json").exists(), "run finished before it could be killed"
+    assert not (out / name / "eval" / "rl.json").exists(), "run finished before it could be killed"
+
+
+def test_kill_and_resume_is_exact(full_run, tmp_path):
+    kill_after_checkpoint(TINY, tmp_path, "tiny", 10)
     rftkit("run", "--resume", str(tmp_path / "tiny"))
     a = load_file(str(full_run / "models" / "rl" / "model.safetensors"))
     b = load_file(str(tmp_path / "tiny" / "models" / "rl" / "model.safetensors"))

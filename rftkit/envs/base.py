@@ -70,7 +70,8 @@ class EnvBase:
         return None
 
     def step(self, action: str) -> StepResult:
-        raise NotImplementedError
+        """Every environment defines its own step: the base has no dynamics to fall back on."""
+        raise NotImplementedError(f"environment {type(self).__name__} must define step(action) -> StepResult")
 
 
 def make_env(problem: Problem) -> Environment:
