@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rftkit.config_moved import moved_message
-from rftkit.config_parts import EpisodeCfg, ScalingCfg, Strict
+from rftkit.config_parts import EpisodeCfg, ScalingCfg, Strict, VisionCfg
 from rftkit.errors import Bound, ConfigError, format_validation_error
 
 Count = Annotated[int, Field(ge=1)]
@@ -54,6 +54,10 @@ class ModelCfg(Strict):
     trust_remote_code: bool = False
     system_prompt: str | None = None
     chat_template: bool | Literal["auto"] = "auto"
+    vision: VisionCfg | None = None
+    """The built-in model as a VLM: a patch encoder whose image tokens precede the text."""
+    train_vision: bool = False
+    """HF vision-language models: train the vision tower too (frozen by default)."""
 
     @field_validator("size")
     @classmethod

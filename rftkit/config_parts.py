@@ -1,5 +1,5 @@
 """Sections of the config tree that live outside config.py (which holds the tree's spine):
-test-time scaling in evaluation and the budgets of multi-turn episodes. `rftkit.config`
+test-time scaling in evaluation, the budgets of multi-turn episodes and the built-in VLM's encoder. `rftkit.config`
 imports and re-exports them; read that module's docstring for how the tree is validated.
 """
 
@@ -14,6 +14,26 @@ from rftkit.errors import Bound
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VisionCfg(Strict):
+    """The built-in VLM's patch encoder (rftkit/model/vision.py): its image tokens come before
+    the prompt's text. Images of another size are resized to image_size."""
+
+    image_size: int = Field(32, ge=4, le=512)
+    patch: int = Field(8, ge=1)
+    """Pixels per side of a patch: an image is (image_size / patch)^2 tokens."""
+    d_vision: int = Field(96, ge=8)
+    layers: int = Field(2, ge=0)
+    heads: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> VisionCfg:
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size {self.image_size} should be a multiple of patch {self.patch}")
+        if self.d_vision % self.heads:
+            raise ValueError(f"d_vision {self.d_vision} should be a multiple of heads {self.heads}")
+        return self
 
 
 class EpisodeCfg(Strict):

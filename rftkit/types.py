@@ -13,14 +13,72 @@ completion token (position 0 is never trained).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 # The built-in tasks end every completion with ANSWER_MARKER + final answer, so one parser
 # serves all of them ("...trace...#579").
 ANSWER_MARKER = "#"
+
+
+class Image:
+    """An RGB image of a problem: pixels uint8 [H, W, 3], named by its content.
+
+    `key` is a 40-bit hash of the pixels (and shape): equal pixels give equal keys in every
+    process, so a prompt's image tokens (rftkit/model/vision.py) name the image they stand
+    for, and images compare and hash by key. Build one with `Image(array)`: grayscale
+    [H, W] / [H, W, 1] and RGBA [H, W, 4] are converted to RGB (alpha dropped), float arrays
+    in [0, 1] are scaled to 0..255; anything else is a ValueError.
+    """
+
+    __slots__ = ("pixels", "key")
+
+    def __init__(self, pixels) -> None:
+        arr = as_rgb(pixels)
+        arr.flags.writeable = False
+        digest = hashlib.blake2b(arr.tobytes() + str(arr.shape).encode(), digest_size=5).digest()
+        self.pixels = arr
+        self.key = int.from_bytes(digest, "big")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return self.key
+
+    def __repr__(self) -> str:
+        return f"Image({self.size[0]}x{self.size[1]}, key={self.key:010x})"
+
+    def __reduce__(self):  # pickles as its pixels (reward workers get problems by pickle)
+        return (Image, (self.pixels,))
+
+
+def as_rgb(pixels) -> np.ndarray:
+    """uint8 [H, W, 3] from an array-like image: gray and RGBA converted, floats in [0, 1] scaled."""
+    arr = np.asarray(pixels)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"an image should be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise ValueError("a float image should hold values in [0, 1]")
+        arr = np.rint(arr * 255)
+    elif arr.dtype.kind not in "ui" or arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"an image should be uint8 (or integers in 0..255, or floats in [0, 1]), got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -31,7 +89,9 @@ class Problem:
     `verifier` names an entry of `rftkit.tasks.base.VERIFIERS`; `meta` holds what the
     verifier needs beyond `answer` (e.g. countdown's numbers and target). `env` names an
     environment of `rftkit.envs.ENVS` (multi-turn: tool calls, games, simulated users; its
-    knobs in `meta["env_args"]`); "" = one turn, the completion is the answer.
+    knobs in `meta["env_args"]`); "" = one turn, the completion is the answer. `images`: the
+    problem's images in order (a visual question, or the frames of a short clip); a model sees
+    them before the prompt's text (rftkit/model/vision.py).
     """
 
     task: str
@@ -43,6 +103,7 @@ class Problem:
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     env: str = ""
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rftkit.model.vision import PatchEncoder, VisionConfig, embed_with_images
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -29,6 +31,8 @@ class GPTConfig:
     d_model: int = 128
     max_seq_len: int = 128
     rope_base: float = 10000.0
+    vision: dict | None = None
+    """A `VisionConfig`'s fields: the model is a VLM whose image tokens come from a patch encoder."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +118,8 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model)
+        # Text-only models hold no encoder and embed as they always did (no image check per call).
+        self.vision = PatchEncoder(VisionConfig(**cfg.vision), cfg.d_model) if cfg.vision else None
         cos, sin = rope_tables(cfg, "cpu")
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -150,7 +156,7 @@ class GPT(nn.Module):
         mask = None
         if key_mask is not None or start > 0:
             mask = attention_mask(b, t, start, key_mask, ids.device)
-        x = self.embed(ids)
+        x = self.embed(ids) if self.vision is None else embed_with_images(self.embed, self.vision, ids)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, mask, cache, i)
         if cache is not None:

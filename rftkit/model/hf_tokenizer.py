@@ -49,6 +49,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rftkit.model.vision import image_token_ids
 from rftkit.types import Problem
 
 Messages = list[dict[str, str]]
@@ -175,8 +176,21 @@ def problem_prompt_ids(tok, problem: Problem) -> list[int]:
     """Prompt ids of a problem for either tokenizer kind (built-in char or `HFTokenizer`), with
     the problem's `meta["tools"]` in the chat template's prompt (the char tokenizer ignores them)."""
     if hasattr(tok, "prompt_ids"):
-        return tok.prompt_ids(problem.meta.get("messages") or problem.prompt, **_tools_kw(problem.meta.get("tools")))
-    return [tok.bos_id] + tok.encode(problem.prompt)
+        kw = _tools_kw(problem.meta.get("tools"))
+        if problem.images:  # only then: a text tokenizer's prompt_ids needs no images knob
+            kw["images"] = problem.images
+        return tok.prompt_ids(problem.meta.get("messages") or problem.prompt, **kw)
+    return [tok.bos_id] + image_prefix(tok, problem) + tok.encode(problem.prompt)
+
+
+def image_prefix(tok, problem: Problem) -> list[int]:
+    """The built-in VLM's layout: every image's tokens (rftkit/model/vision.py), then the text."""
+    if not problem.images:
+        return []
+    if not getattr(tok, "image_tokens", 0):
+        raise ValueError(f"a problem of {problem.source or problem.task!r} has images, but the model is text-only: "
+                         f"set model.vision (the built-in VLM) or model.path to a vision-language model")
+    return [i for im in problem.images for i in image_token_ids(im, tok.image_tokens)]
 
 
 def render_ids(tok, prompt: str | Messages, tools: Tools | None = None) -> list[int]:

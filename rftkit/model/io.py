@@ -19,10 +19,14 @@ from rftkit.model.tokenizer import CharTokenizer
 ARCH = "rftkit-gpt"
 
 
-def build_model(size: str, max_seq_len: int, tokenizer: CharTokenizer) -> GPT:
+def build_model(size: str, max_seq_len: int, tokenizer: CharTokenizer, vision: dict | None = None) -> GPT:
+    """A fresh built-in model; `vision` (VisionConfig fields) makes it a VLM, and the tokenizer
+    then lays out that many tokens per image."""
     if size not in SIZES:
         raise ValueError(f"unknown model size '{size}'; valid: {', '.join(SIZES)}")
-    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=max_seq_len, **SIZES[size]))
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=max_seq_len, vision=vision, **SIZES[size]))
+    tokenizer.image_tokens = model.vision.cfg.n_tokens if model.vision is not None else 0
+    return model
 
 
 def atomic_dir(final: Path) -> Path:
@@ -78,6 +82,7 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[GPT, CharTokenizer]:
     tok = CharTokenizer(meta["tokenizer"]["alphabet"])
     model = GPT(GPTConfig(**meta["config"]))
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    tok.image_tokens = model.vision.cfg.n_tokens if model.vision is not None else 0
     return model.to(device), tok
 
 

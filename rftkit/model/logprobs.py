@@ -57,7 +57,8 @@ def token_distributions(model, tokens: Tensor, temperature: float = 1.0) -> tupl
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     logprobs = logits.log_softmax(-1)
-    lp = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    # Image tokens (prompt only, never trained) lie above the vocabulary: clamp to gather something.
+    lp = logprobs.gather(-1, tokens[:, 1:, None].clamp(max=logprobs.shape[-1] - 1)).squeeze(-1)
     ent = -(logprobs.exp() * logprobs).sum(-1)
     zero = lp.new_zeros(tokens.shape[0], 1)
     return torch.cat([zero, lp], 1), torch.cat([zero, ent], 1), logprobs

@@ -26,9 +26,11 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """One id per character of ALPHABET, after the four specials."""
+    """One id per character of ALPHABET, after the four specials. `image_tokens`: tokens per
+    image of the model it serves (0: a text-only model; set when a VLM is built or loaded)."""
 
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+    image_tokens = 0
 
     def __init__(self, alphabet: str = ALPHABET) -> None:
         if len(set(alphabet)) != len(alphabet):
@@ -41,10 +43,10 @@ class CharTokenizer:
         return [self._to_id.get(ch, self.unk_id) for ch in text]
 
     def decode(self, ids: list[int]) -> str:
-        """Specials are dropped, except <unk> which reads as '?'."""
+        """Specials and image tokens are dropped, except <unk> which reads as '?'."""
         out = []
         for i in ids:
-            if i >= len(SPECIALS):
+            if len(SPECIALS) <= i < self.vocab_size:
                 out.append(self.alphabet[i - len(SPECIALS)])
             elif i == self.unk_id:
                 out.append("?")

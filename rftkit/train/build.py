@@ -200,9 +200,9 @@ def check_prompts_fit(cfg: Config, pools, tok, context: int | None) -> None:
     problems = [p for split in (pools.train, pools.test, pools.ood) for p in split if p.source in labels]
     if context is None or not problems:
         return
-    # tokens grow with characters: the longest prompts by characters hold the longest in tokens
+    # tokens grow with images and characters: the longest prompts by those hold the longest in tokens
     # (exactly for the built-in tokenizer; 64 of them cover a BPE tokenizer's slack)
-    longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:64]
+    longest = sorted(problems, key=lambda p: (len(p.images), len(p.prompt)), reverse=True)[:64]
     n, p = max((len(problem_prompt_ids(tok, p)), p.source) for p in longest)
     gen = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens or 0)
     if n + gen <= context:

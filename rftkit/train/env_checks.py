@@ -1,6 +1,7 @@
 """Config-time checks of the environments a run's problems name (train/loop.py and `rftkit eval`
 call `check_envs` once the pools are built): registered, their libraries installed, tool specs
-attached for chat templates, and no evaluation search over episodes."""
+attached for chat templates, and no evaluation search over episodes; and `check_images`: problems
+with images meet a model that sees images."""
 
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ def check_envs(cfg: Config, pools) -> None:
                 _no_search_over_episodes(cfg, p)
             if p.env and specs[p.env] is not None and "tools" not in p.meta:
                 split[i] = replace(p, meta={**p.meta, "tools": specs[p.env]})
+
+
+def check_images(cfg: Config, pools, tok) -> None:
+    """Problems with images need a model that sees them: the built-in VLM (model.vision) or an
+    HF vision-language model (its processor loaded with the tokenizer)."""
+    if getattr(tok, "image_tokens", 0) or getattr(tok, "processor", None) is not None:
+        return
+    for split in (pools.train, pools.test, pools.ood):
+        p = next((p for p in split if p.images), None)
+        if p is not None:
+            fix = ("model.path names a text-only model: use a vision-language model folder (Qwen2-VL class)"
+                   if cfg.model.path else "set model.vision (the built-in VLM: `model: {vision: {}}`)")
+            raise ConfigError(f"{_task_key(cfg, p)}: task '{p.task}' gives problems with images, but the model "
+                              f"is text-only; {fix}")
 
 
 def _env_specs(cfg: Config, p, envs) -> list | None:

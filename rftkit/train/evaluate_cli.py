@@ -23,7 +23,7 @@ from rftkit.train.build import (
     resolve_model_dir,
     task_specs,
 )
-from rftkit.train.env_checks import check_envs
+from rftkit.train.env_checks import check_envs, check_images
 from rftkit.train.rollout_rows import context_of
 from rftkit.train.scaling_build import build_scaling
 
@@ -48,6 +48,7 @@ def evaluate_path(path: Path, overrides: list[str], recipe: Path | None, prepare
     context = context_length(model, tok)
     pools = build_pools(task_specs(cfg, context, tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
+    check_images(cfg, pools, tok)
     check_prompts_fit(cfg, pools, tok, context)
     check_envs(cfg, pools)
     gen = GENERATORS.bind(cfg.rollout.engine)(model, tok)

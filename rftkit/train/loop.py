@@ -43,7 +43,7 @@ from rftkit.train.build import (
     task_specs,
 )
 from rftkit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rftkit.train.env_checks import check_envs
+from rftkit.train.env_checks import check_envs, check_images
 from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
 from rftkit.train.rollout_rows import context_of
@@ -109,10 +109,12 @@ def start_run(cfg: Config, resume: bool) -> Run:
         model, tok = load_model(resolve_model_dir(cfg.model.init), cfg.model.device)
     else:
         tok = CharTokenizer()
-        model = build_model(cfg.model.size, cfg.model.max_seq_len, tok).to(cfg.model.device)
+        vision = cfg.model.vision.model_dump() if cfg.model.vision else None
+        model = build_model(cfg.model.size, cfg.model.max_seq_len, tok, vision).to(cfg.model.device)
     # after the model: dataset prompts are measured with its tokenizer against its context
     pools = build_pools(task_specs(cfg, context_length(model, tok), tok), cfg.data.train_size, cfg.data.test_size,
                         cfg.data.ood_size, cfg.seed)
+    check_images(cfg, pools, tok)
     check_prompts_fit(cfg, pools, tok, context_length(model, tok))
     check_envs(cfg, pools)
     _check_splits(cfg, pools)
