@@ -105,6 +105,14 @@ class Problem:
     env: str = ""
     images: tuple[Image, ...] = ()
 
+    @property
+    def key(self) -> str:
+        """What makes two problems the same question: the prompt, and its images' keys if any
+        (visual tasks ask "count=" of many images). Pools deduplicate and hold out by it."""
+        if not self.images:
+            return self.prompt
+        return self.prompt + "\x00" + ",".join(f"{im.key:010x}" for im in self.images)
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -47,7 +47,7 @@ DEMO_SOURCES: Registry[type] = Registry("demonstration source")
 
 class _Stateless:
     def __init__(self, pool: list[Problem]) -> None:
-        self.index = {p.prompt: i for i, p in enumerate(pool)}
+        self.index = {p.key: i for i, p in enumerate(pool)}
         self.pool = pool
 
     def state_dict(self) -> dict[str, Any]:
@@ -120,7 +120,7 @@ class ReLIFTBuffer(_Stateless):
         for rows in groups(batch) if batch is not None else []:
             p = batch.problems[rows[0]]
             if p.demo is not None and all(not batch.verdicts[r].correct for r in rows):
-                self.buffer.append(self.index[p.prompt])
+                self.buffer.append(self.index[p.key])
         out: Pairs = []
         if len(self.buffer) >= self.size:
             take, self.buffer = self.buffer[: self.size], self.buffer[self.size :]

@@ -56,9 +56,9 @@ def _draw(task, rng: random.Random, rng_range: tuple[int, int], n: int, exclude:
     while len(out) < n and tries < max_tries:
         tries += 1
         p = task.sample(rng, rng.randint(*rng_range))
-        if p.prompt in seen:
+        if p.key in seen:
             continue
-        seen.add(p.prompt)
+        seen.add(p.key)
         out.append(p)
     return out
 
@@ -91,7 +91,7 @@ def build_pools(specs: list[TaskSpec], train_size: int, test_size: int, ood_size
         test = _draw(task, rng, lo_hi, test_size, set(), 50 * test_size + 100)
         oods = _draw(task, rng, ood, ood_size, set(), 50 * ood_size + 100)
         n_train = round(train_size * spec.weight / total_w)
-        train = _draw(task, rng, lo_hi, n_train, {p.prompt for p in test}, 20 * n_train + 100)
+        train = _draw(task, rng, lo_hi, n_train, {p.key for p in test}, 20 * n_train + 100)
         if n_train > 0 and not train:
             raise ConfigError(f"{where}: generated no training problems at difficulty {lo_hi}")
         pools.train += [replace(p, source=spec.label) for p in train]
@@ -108,10 +108,10 @@ def _fixed_rows(task, spec: TaskSpec, test_size: int, ood_size: int, where: str,
         test, oods, rows = task.rows("test")[:test_size], task.rows("ood")[:ood_size], task.rows("train")
     except DatasetError as e:
         raise ConfigError(f"{where}: {e}") from None
-    seen, train = {p.prompt for p in test}, []
+    seen, train = {p.key for p in test}, []
     for p in rows:
-        if p.prompt not in seen:
-            seen.add(p.prompt)
+        if p.key not in seen:
+            seen.add(p.key)
             train.append(p)
     report = task.report() if hasattr(task, "report") else {}
     notes[f"data/{spec.label}/rows"] = float(len(train))
