@@ -7,9 +7,10 @@ this module registers the readers in `READERS`.
 
 Memory: JSONL and CSV are read line by line, Parquet one record batch at a time (only the
 mapped columns when no template needs others), `datasets` folders are memory-mapped Arrow
-files iterated row by row. A JSON array file is parsed whole (JSON has no row boundary to
-stream on): use JSONL or Parquet for large data. `load_problems` is the same path as the
-task, for scripts and checks.
+files iterated row by row; their Image columns are read undecoded ({bytes, path}) so the task
+decodes them with row errors (`rftkit.tasks.dataset_images`). A JSON array file is parsed whole
+(JSON has no row boundary to stream on): use JSONL or Parquet for large data. `load_problems`
+is the same path as the task, for scripts and checks.
 
 Text files: a UTF-8 byte-order mark (what Excel and Notepad write) is dropped, not read as
 part of the first key or column name. Bytes that are not UTF-8 make their row a `BadRow`
@@ -219,8 +220,47 @@ def _iter_dataset(ds, columns: list[str] | None) -> Iterator[Record]:
     if columns is not None:
         keep = [c for c in dict.fromkeys(columns) if c in ds.column_names]
         ds = ds.select_columns(keep)
-    for i, value in enumerate(ds, 1):
-        yield Record(i, None, dict(value))
+    features = _images_undecoded(ds.features)
+    if features is None:
+        for i, value in enumerate(ds, 1):
+            yield Record(i, None, dict(value))
+        return
+    # `datasets` would decode Image columns to PIL while iterating, and raise mid-file on a missing
+    # or corrupt image: read their {bytes, path} storage instead (the same rows otherwise: what the
+    # Python format does, arrow rows through `decode_example`), and the task decodes them as rows
+    i = 0
+    for batch in ds.with_format("arrow").iter(batch_size=PARQUET_BATCH):
+        for value in batch.to_pylist():
+            i += 1
+            yield Record(i, None, features.decode_example(value))
+
+
+def _images_undecoded(features):
+    """A copy of a dataset's `Features` with every decoding Image feature (nested in lists and
+    dicts too) set to decode=False, or None when it has none."""
+    import copy
+
+    import datasets
+
+    found = []
+
+    def visit(f) -> None:
+        if isinstance(f, datasets.Image):
+            if f.decode:
+                f.decode = False
+                found.append(f)
+        elif isinstance(f, dict):
+            for v in f.values():
+                visit(v)
+        elif isinstance(f, (list, tuple)):
+            for v in f:
+                visit(v)
+        elif hasattr(f, "feature"):  # List, LargeList, Sequence
+            visit(f.feature)
+
+    copied = {k: copy.deepcopy(v) for k, v in features.items()}
+    visit(copied)
+    return datasets.Features(copied) if found else None
 
 
 @READERS.register("hf_disk")
@@ -260,7 +300,8 @@ def _require(module: str, package: str) -> Any:
 def load_problems(path: str, **knobs) -> tuple[list, dict]:
     """All valid rows of one file as Problems, and the task's report (skip counts).
 
-    knobs: those of the "dataset" task (format, columns, template, verifier, on_error, limit).
+    knobs: those of the "dataset" task (format, columns, template, verifier, on_error, limit,
+    max_image_size).
     """
     task = DatasetTask(path=path, test_fraction=0.0, **knobs)
     return list(task.load(path)), task.report()

@@ -116,6 +116,8 @@ def _fixed_rows(task, spec: TaskSpec, test_size: int, ood_size: int, where: str,
     report = task.report() if hasattr(task, "report") else {}
     notes[f"data/{spec.label}/rows"] = float(len(train))
     notes[f"data/{spec.label}/skipped"] = float(report.get("skipped_total", 0))
+    if report.get("images"):
+        notes[f"data/{spec.label}/images_resized"] = float(report["images"].get("resized", 0))
     notes[f"data/{spec.label}/duplicates"] = float(len(rows) - len(train))
     if not train:
         raise ConfigError(f"{where}: the dataset has no training rows")

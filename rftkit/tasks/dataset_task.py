@@ -14,18 +14,19 @@
 Rows become `Problem`s (column mapping: prompt, answer, demo (alias solution/demonstration),
 messages, chosen + rejected, difficulty, source, meta: a column, a list, or {key: column}, e.g.
 {tests: test_list} to give MBPP asserts to the `unit_tests` verifier; chosen/rejected: preference
-pairs in TRL's formats, `rftkit.tasks.preference_rows`). Every row is checked before training starts: a
-missing column, an empty prompt, a wrong type or an unparsable row raises `DatasetError`
-naming the file, the row and the field; with `on_error: skip` such rows are skipped and
-counted (`skipped`, `report()`), never dropped silently.
+pairs in TRL's formats, `rftkit.tasks.preference_rows`; images (alias image; unmapped: a column
+`images` or `image`): paths, bytes, `datasets` Image cells, `rftkit.tasks.dataset_images`). Every
+row is checked before training starts: a missing column, an empty prompt, a wrong type, an
+unreadable image or an unparsable row raises `DatasetError` naming the file, the row and the
+field; with `on_error: skip` such rows are skipped and counted (`skipped`, `report()`), never
+dropped silently.
 
 Prompt length: a run's builder (`rftkit.train.build.task_specs`) sets `max_prompt_tokens` to
 the model's context minus the longest generation the run asks for, and `count_tokens` to the
 prompt's ids as the rollout builds them (chat template and bos included). A longer prompt is
-then a row error like any other, found when the file is read instead of as a crash at the
-first rollout or evaluation that samples it. A recipe may set a lower `max_prompt_tokens`;
-without `count_tokens` a prompt counts as the built-in model sees it (bos + one id per
-character).
+then a row error, found when the file is read, not at the first rollout that samples it. A
+recipe may set a lower `max_prompt_tokens`; without `count_tokens` a prompt counts as the
+built-in model sees it (bos, one id per character, 16 per image: `dataset_images.char_tokens`).
 
 Reading files is the data layer's job: readers are registered in `READERS` by
 `rftkit.data.datasets` (this module is a leaf and imports nothing above it). `rows(split)`
@@ -47,8 +48,9 @@ from rftkit.registry import Registry
 from rftkit.tasks.base import TASKS, VERIFIERS
 from rftkit.types import Problem
 
-FIELDS = ("prompt", "answer", "demo", "messages", "chosen", "rejected", "difficulty", "source", "meta")
-ALIASES = {"solution": "demo", "demonstration": "demo"}
+FIELDS = ("prompt", "answer", "demo", "messages", "chosen", "rejected", "difficulty", "source", "meta", "images")
+ALIASES = {"solution": "demo", "demonstration": "demo", "image": "images"}
+IMAGE_COLUMNS = ("images", "image")  # unmapped images: the first of these columns a row has
 DEFAULT_COLUMNS = {"prompt": "prompt", "answer": "answer", "chosen": "chosen", "rejected": "rejected"}
 ROLES = ("system", "user", "assistant")
 
@@ -93,6 +95,7 @@ def normalize_columns(columns: dict[str, Any] | None) -> dict[str, Any]:
             raise DatasetError(f"columns: unknown field '{key}'; valid: {', '.join(FIELDS + tuple(ALIASES))}")
         out[field] = col
         given.add(field)
+    out.setdefault("images", IMAGE_COLUMNS)
     if out.get("messages") and "prompt" not in given:
         out["prompt"] = None  # chat rows: the prompt comes from the messages
     from rftkit.tasks.preference_rows import check_pair_columns  # not at the top: see row_to_problem
@@ -239,10 +242,11 @@ def row_to_problem(rec: dict[str, Any], cols: dict[str, Any], *, template: str |
 class DatasetTask:
     """Prompts from files. on_error: "raise" (default) or "skip" (counted in `skipped`).
 
-    test_fraction: share of `path` held out as "test" (by a hash of the prompt, so a prompt
-    is always on the same side) when no `test_path` is given. limit: read at most this many
-    valid rows per file. format: "auto" (by suffix; a folder is a `datasets` folder) or a
-    READERS name. A `datasets` folder or hub name may carry "#split" ("data/gsm8k#test").
+    test_fraction: share of `path` held out as "test" (by a hash of `Problem.key`, the prompt
+    and its images, so a problem is always on the same side) when no `test_path` is given.
+    limit: read at most this many valid rows per file. format: "auto" (by suffix; a folder is
+    a `datasets` folder) or a READERS name. A `datasets` folder or hub name may carry "#split"
+    ("data/gsm8k#test"). max_image_size: images with a longer side are shrunk to it (null: never).
     """
 
     name: ClassVar[str] = "dataset"
@@ -254,7 +258,8 @@ class DatasetTask:
                  template: str | None = None, verifier: str = "exact", test_path: str | None = None,
                  ood_path: str | None = None, test_fraction: float = 0.1, split_seed: int = 0,
                  on_error: str = "raise", limit: int | None = None, max_prompt_tokens: int | None = None,
-                 count_tokens: Callable[[Problem], int] | None = None) -> None:
+                 count_tokens: Callable[[Problem], int] | None = None, max_image_size: int | None = 512) -> None:
+        from rftkit.tasks import dataset_images  # it imports this module
         if on_error not in ("raise", "skip"):
             raise DatasetError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if max_prompt_tokens is not None and (not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1):
@@ -270,7 +275,8 @@ class DatasetTask:
         self.path, self.test_path, self.ood_path = path, test_path, ood_path
         self.format, self.cols, self.template, self.verifier = format, normalize_columns(columns), template, verifier
         self.test_fraction, self.split_seed, self.on_error, self.limit = test_fraction, split_seed, on_error, limit
-        self.max_prompt_tokens, self.count_tokens = max_prompt_tokens, count_tokens or _char_tokens
+        self.max_prompt_tokens, self.count_tokens = max_prompt_tokens, count_tokens or dataset_images.char_tokens
+        self.images = dataset_images.RowImages(max_image_size)  # counts images read, resized, converted
         self.skipped: dict[str, int] = {}
         self.errors: list[str] = []
         self._cache: dict[str, list[Problem]] = {}
@@ -283,13 +289,13 @@ class DatasetTask:
             raise ValueError(f"unknown split '{split}'; valid: train, test, ood")
         if self.test_path:
             return list(self.load(self.path if split == "train" else self.test_path))
-        return [p for p in self.load(self.path) if self._held_out(p.prompt) == (split == "test")]
+        return [p for p in self.load(self.path) if self._held_out(p.key) == (split == "test")]
 
     def sample(self, rng: random.Random, difficulty: int) -> Problem:
         return rng.choice(self.rows("train"))
 
-    def _held_out(self, prompt: str) -> bool:
-        h = zlib.crc32(f"{self.split_seed}\0{prompt}".encode()) / 2**32
+    def _held_out(self, key: str) -> bool:
+        h = zlib.crc32(f"{self.split_seed}\0{key}".encode()) / 2**32
         return h < self.test_fraction
 
     def load(self, path: str) -> list[Problem]:
@@ -309,7 +315,8 @@ class DatasetTask:
                     raise RowError("row", None, rec.value.reason)
                 problem = row_to_problem(rec.value, self.cols, template=self.template, verifier=self.verifier,
                                          task=self.name)
-                self._check_length(problem)
+                problem = self.images.attach(problem, rec.value, self.cols, path, fmt, rec.row)
+                self._check_length(problem, path, rec)
                 out.append(problem)
             except RowError as e:
                 msg = f"{where(path, rec)}: {e}"
@@ -326,10 +333,13 @@ class DatasetTask:
             raise DatasetError(f"{path}: no usable rows" + (f" ({skipped} skipped; first: {first})" if skipped else ""))
         return out
 
-    def _check_length(self, problem: Problem) -> None:
+    def _check_length(self, problem: Problem, path: str, rec: Record) -> None:
         if self.max_prompt_tokens is None:
             return
-        n = self.count_tokens(problem)
+        try:
+            n = self.count_tokens(problem)
+        except ValueError as e:  # e.g. a text-only model's tokenizer given a problem with images
+            raise DatasetError(f"{where(path, rec)}: {e}") from None
         if n > self.max_prompt_tokens:
             field = "messages" if self.cols.get("messages") else "prompt"
             raise RowError(field, self.cols[field], f"{n} tokens; at most {self.max_prompt_tokens} fit (the "
@@ -338,18 +348,17 @@ class DatasetTask:
     def report(self) -> dict[str, Any]:
         """Counts for logging: rows skipped per file, the first few reasons, and all kept reasons
         (`errors`, at most 100) for the run's report."""
-        return {"skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values()),
-                "first_errors": self.errors[:5], "errors": list(self.errors)}
-
-
-def _char_tokens(problem: Problem) -> int:
-    """A prompt's length for the built-in model's character tokenizer: bos + one id per character."""
-    return 1 + len(problem.prompt)
+        out = {"skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values()),
+               "first_errors": self.errors[:5], "errors": list(self.errors)}
+        if self.images.read:
+            out["images"] = self.images.counts()  # read, resized, converted {source mode: n}
+        return out
 
 
 def _columns_used(cols: dict[str, Any]) -> list[str]:
     used = [c for f, c in cols.items() if f in FIELDS and f != "meta" and isinstance(c, str) and c]
-    return used + list((cols.get("meta") or {}).values())
+    auto = cols["images"] if isinstance(cols.get("images"), tuple) else ()
+    return used + list(auto) + list((cols.get("meta") or {}).values())
 
 
 def _check_template(template: str) -> None:
