@@ -11,6 +11,10 @@ assistant `tool_calls` as <tool_call> JSON, role "tool" rendered as a user turn 
 <tool_response>) and a tokenizer that also saw those texts. The tags are plain text here
 (Qwen2.5 adds them as non-special tokens); the byte-level pre-tokenizer splits them at their
 punctuation, so each costs a few tokens.
+
+`tiny_qwen2_vl(dir)` saves a tiny Qwen2-VL (or Qwen2.5-VL) vision-language model in a hub
+repo's layout: model, tokenizer with Qwen2-VL's chat template, preprocessor_config.json;
+`qwen2_vl_processor(dir)` builds transformers' own processor for it (the tests' reference).
 """
 
 from __future__ import annotations
@@ -185,3 +189,98 @@ def tiny_llama(folder, seed: int = 0) -> Path:
 def tiny_qwen2_tools(folder, seed: int = 0, max_pos: int = 1024) -> Path:
     """The Qwen2 flavour with Qwen2.5's tool-calling chat template (see the module docstring)."""
     return tiny_hf_model(folder, "qwen2_tools", seed, max_pos)
+
+
+# Qwen2-VL-Instruct's template (chat_template.json of Qwen/Qwen2-VL-2B-Instruct): image content parts become
+# <|vision_start|><|image_pad|><|vision_end|>, which the processor expands to one pad per merged patch
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN2_VL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                     "<|image_pad|>", "<|video_pad|>"]
+
+
+def tiny_qwen2_vl(folder, seed: int = 0, max_pos: int = 512, processor: bool = True,
+                  flavour: str = "qwen2_vl") -> Path:
+    """A random tiny Qwen2-VL (flavour "qwen2_vl") or Qwen2.5-VL ("qwen2_5_vl": windowed vision
+    attention, SwiGLU vision MLP) with its tokenizer and image processor, saved in `folder`:
+    2 text layers of width 64, a 1-block vision tower of width 32 on 8-pixel patches merged 2x2.
+    The image processor keeps images between 16x16 and 64x64 pixels, so an image costs 1..16
+    tokens (a 32x32 image: 4). processor=False leaves out the image processor's files (a VLM
+    folder that cannot take images)."""
+    import transformers
+
+    folder = Path(folder)
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=_bpe(QWEN2_VL_SPECIALS), eos_token="<|im_end|>",
+                                               pad_token="<|endoftext|>", chat_template=QWEN2_VL_TEMPLATE)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN2_VL_SPECIALS}
+    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_pos,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                initializer_range=0.2)
+    vision = dict(depth=1, num_heads=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                  initializer_range=0.2)
+    if flavour == "qwen2_vl":
+        vision.update(embed_dim=32, hidden_size=64, mlp_ratio=2)
+        config_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+    else:
+        vision.update(hidden_size=32, intermediate_size=64, out_hidden_size=64, window_size=32,
+                      fullatt_block_indexes=[])
+        config_cls, model_cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLForConditionalGeneration
+    config = config_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)  # with chat_template.jinja
+    if processor:  # the layout of a hub Qwen2-VL repo: preprocessor_config.json next to the tokenizer files
+        _qwen2_vl_image_processor().save_pretrained(folder)
+    return folder
+
+
+def _qwen2_vl_image_processor():
+    import warnings
+
+    from transformers import Qwen2VLImageProcessor
+
+    with warnings.catch_warnings():  # without torchvision the PIL image processor stands in (same numbers)
+        warnings.simplefilter("ignore")
+        return Qwen2VLImageProcessor(min_pixels=16 * 16, max_pixels=64 * 64, patch_size=8, merge_size=2,
+                                     temporal_patch_size=2)
+
+
+def qwen2_vl_processor(folder):
+    """transformers' own `Qwen2VLProcessor` for a `tiny_qwen2_vl` folder: the reference that rftkit's
+    prompts and engine are compared with. transformers builds it only with a video processor, which
+    needs torchvision; without torchvision a stand-in that handles no video is passed (this processor
+    never sees videos), after registering the video base class its argument check looks up."""
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
+
+    tok, images = AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
+    try:
+        return Qwen2VLProcessor(image_processor=images, tokenizer=tok, video_processor=transformers.AutoVideoProcessor
+                                .from_pretrained(folder), chat_template=tok.chat_template)
+    except Exception:  # no torchvision
+        import transformers.processing_utils as pu
+        from transformers.video_processing_utils import VideoProcessorMixin
+
+        pu.transformers_module.VideoProcessorMixin = VideoProcessorMixin
+        no_video = type("NoVideoProcessor", (VideoProcessorMixin,), {})()
+        return Qwen2VLProcessor(image_processor=images, tokenizer=tok, video_processor=no_video,
+                                chat_template=tok.chat_template)

@@ -40,6 +40,8 @@ def write_hf_files(policy: HFPolicy, tok: HFTokenizer, folder: Path) -> None:
     """Fill `folder` (which exists) with the policy, its tokenizer and model.json."""
     meta = {"arch": HF_ARCH, "lora": policy.lora, "base": policy.source,
             "system_prompt": tok.system_prompt, "chat_template": tok.use_template}
+    if getattr(policy, "train_vision", False):  # a VLM's trained vision tower: trainable again when loaded
+        meta["train_vision"] = True
     if policy.has_adapters:
         policy.model.save_pretrained(str(folder / "adapter"))
         if policy.base_modified:  # ProRL resets folded adapters into the base: `base` alone is stale
@@ -50,8 +52,16 @@ def write_hf_files(policy: HFPolicy, tok: HFTokenizer, folder: Path) -> None:
     else:
         policy.model.save_pretrained(str(folder))
         meta["base"] = None
-    tok.hf.save_pretrained(str(folder))
+    _save_processor(tok, folder)
+    tok.hf.save_pretrained(str(folder))  # after the processor, which may write its own tokenizer's copy
     (folder / "model.json").write_text(json.dumps(meta, indent=2))
+
+
+def _save_processor(tok: HFTokenizer, folder: Path) -> None:
+    """A VLM's processor files (image processor, chat template) with its model, so that the
+    folder loads back as a VLM (`load_hf_tokenizer` finds them)."""
+    if getattr(tok, "processor", None) is not None:
+        tok.processor.save_pretrained(str(folder))
 
 
 def save_hf_model(policy: HFPolicy, tok: HFTokenizer, folder: Path) -> None:
@@ -85,6 +95,7 @@ def load_hf_model(folder: Path, *, device: str = "auto", dtype: str = "auto",
     folder = Path(folder)
     meta = json.loads((folder / "model.json").read_text())
     kw = dict(dtype=dtype, device=device, gradient_checkpointing=gradient_checkpointing)
+    vision = {"train_vision": True} if meta.get("train_vision") else {}
     if meta.get("arch") == HF_CKPT_ARCH:  # a training checkpoint: models/init + its trainable weights
         from safetensors.torch import load_file
 
@@ -92,14 +103,14 @@ def load_hf_model(folder: Path, *, device: str = "auto", dtype: str = "auto",
         load_checkpoint_tensors(policy, load_file(str(folder / "model.safetensors")))
         return policy, tok
     if meta.get("base"):
-        policy = load_hf_policy(meta["base"], adapter=folder / "adapter", **kw)
+        policy = load_hf_policy(meta["base"], adapter=folder / "adapter", **kw, **vision)
         policy.lora = meta.get("lora")
         if meta.get("base_weights"):
             from safetensors.torch import load_file
 
             _load_base_weights(policy, load_file(str(folder / meta["base_weights"])))
     else:
-        policy = load_hf_policy(folder, **kw)
+        policy = load_hf_policy(folder, **kw, **vision)
     tok = load_hf_tokenizer(folder, system_prompt=meta.get("system_prompt"),
                             chat_template=meta.get("chat_template", "auto"))
     return policy, tok
@@ -273,6 +284,7 @@ def export_run(run_or_model_dir: str | Path, out_dir: str | Path, *, stage: str 
         dtype = _source_dtype(policy.source)  # the base's (LoRA) or the saved model's dtype
         hf = policy.model.merge_and_unload() if policy.has_adapters else policy.model
         hf.to(dtype).save_pretrained(str(tmp))
+        _save_processor(tok, tmp)
         tok.hf.save_pretrained(str(tmp))
         kind = "merged LoRA" if policy.has_adapters else "full fine-tuning"
     elif meta.get("arch") == RM_ARCH:

@@ -17,7 +17,8 @@ LoRA goes through PEFT: only adapter weights train, and `disabled_adapters(polic
 `BaseModelView` module) gives the base model's outputs for the reference policy without a
 second copy in memory; `fold_adapters_into_base` moves that base to the current policy (the
 ProRL reference reset with LoRA). `transformers`/`peft` are imported lazily: rftkit runs
-without them.
+without them. Vision-language models (Qwen2-VL class) load as `HFVisionPolicy`
+(rftkit/model/hf_vision.py), the same interface with images in the token rows.
 """
 
 from __future__ import annotations
@@ -56,15 +57,19 @@ class HFModelInfo:
 
 
 class HFCache:
-    """A transformers `DynamicCache` plus the number of positions it holds (`length`)."""
+    """A transformers `DynamicCache` plus the number of positions it holds (`length`) and, for a
+    vision-language model, each row's M-RoPE offset (`rope_deltas` [B, 1], hf_vision.py)."""
 
     def __init__(self, cache, max_len: int) -> None:
         self.cache = cache
         self.max_len = max_len
         self.length = 0
+        self.rope_deltas: Tensor | None = None
 
     def select(self, rows: Tensor) -> None:
         """Keep only the given batch rows (repeats allowed: a shared prompt copied to its group)."""
+        if self.rope_deltas is not None:
+            self.rope_deltas = self.rope_deltas.index_select(0, rows.to(self.rope_deltas.device))
         layers = getattr(self.cache, "layers", None)
         if layers is None or any(type(x).__name__ != "DynamicLayer" for x in layers):
             self.cache.batch_select_indices(rows)
@@ -274,7 +279,7 @@ def _check_local(path: str) -> None:
 
 def load_hf_policy(path: str | Path, *, dtype: str = "auto", device: str = "auto", lora: dict | None = None,
                    gradient_checkpointing: bool = False, trust_remote_code: bool = False,
-                   adapter: str | Path | None = None) -> HFPolicy:
+                   adapter: str | Path | None = None, train_vision: bool = False) -> HFPolicy:
     """Load a local causal LM folder (or, with network, a hub name) as an `HFPolicy`.
 
     dtype: "auto" (bfloat16 weights on a bf16 GPU, else float32), "float32", "bfloat16",
@@ -284,15 +289,26 @@ def load_hf_policy(path: str | Path, *, dtype: str = "auto", device: str = "auto
     lora: PEFT LoraConfig fields (defaults r=16, alpha=32, dropout 0, all linear layers) to
     add fresh trainable adapters; adapter: a folder of saved adapters to load (trainable).
     With adapters only their weights require grad.
+
+    A vision-language model folder (Qwen2-VL class: config with a vision part) loads as an
+    `HFVisionPolicy` (hf_vision.py) with its image processor; its vision tower is frozen and
+    gets no LoRA adapters unless train_vision.
     """
     tf = require("transformers")
     path = str(path)
     _check_local(path)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    model = tf.AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                    **_dtype_kwarg(tf, torch_dtype))
+    config = tf.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    vision = _vision_module(config)
+    if train_vision and not vision:
+        raise ValueError(f"train_vision is set, but '{path}' is a text-only model (no vision tower to train)")
+    images = vision.load_image_processor(path, trust_remote_code) if vision else None  # fail before the weights
+    kw = dict(trust_remote_code=trust_remote_code, **_dtype_kwarg(tf, torch_dtype))
+    model = vision.load_vlm(tf, path, config, **kw) if vision else tf.AutoModelForCausalLM.from_pretrained(path, **kw)
     model.to(device)
+    if vision and not train_vision:
+        vision.vision_tower(model)[1].requires_grad_(False)
     if gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
             model.activation_checkpointing_enable({"use_reentrant": False})
@@ -305,12 +321,29 @@ def load_hf_policy(path: str | Path, *, dtype: str = "auto", device: str = "auto
         lora = lora or {"loaded_from": str(adapter)}
     elif lora is not None:
         peft = require("peft")
-        conf = peft.LoraConfig(task_type="CAUSAL_LM", **{**LORA_DEFAULTS, **lora})
+        extra = vision.lora_exclusions(model, train_vision) if vision and "exclude_modules" not in lora else {}
+        conf = peft.LoraConfig(task_type="CAUSAL_LM", **{**LORA_DEFAULTS, **extra, **lora})
         model = peft.get_peft_model(model, conf)
     model.train()
-    policy = HFPolicy(model, source=str(Path(path).resolve()) if Path(path).is_dir() else path, lora=lora)
+    source = str(Path(path).resolve()) if Path(path).is_dir() else path
+    if vision:
+        policy = vision.HFVisionPolicy(model, image_processor=images, source=source, lora=lora,
+                                       train_vision=train_vision)
+    else:
+        policy = HFPolicy(model, source=source, lora=lora)
     policy.autocast_dtype = torch.bfloat16 if dtype == "bf16-mixed" else None
     return policy
+
+
+def _vision_module(config):
+    """rftkit.model.hf_vision for a vision-language model's config, else None (text models
+    import nothing more)."""
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if getattr(config, "vision_config", None) is None and "ForConditionalGeneration" not in archs:
+        return None
+    from rftkit.model import hf_vision
+
+    return hf_vision if hf_vision.is_vlm_config(config) else None
 
 
 def autocast(policy: HFPolicy):

@@ -16,6 +16,14 @@ Prompt ids: `prompt_ids(prompt)` replaces the built-in `[bos_id] + encode(prompt
 in pretraining); `has_bos` tells the two cases apart. `problem_prompt_ids(tok, problem)`
 works for both tokenizer kinds and for chat-format problems (`meta["messages"]`).
 
+Images (vision-language models, rftkit/model/hf_vision.py): `load_hf_tokenizer` also loads a
+VLM folder's processor (`processor`; a VLM folder without one is an error saying what to
+copy). `prompt_ids(prompt, images=...)` renders the images as content parts before the text of
+the first user turn, so the template writes one `<|vision_start|><|image_pad|><|vision_end|>`
+per image, and each pad becomes the N placeholder ids that name its image (N = the processor's
+expansion for that image's size): the ids equal the processor's `input_ids` with those pads in
+place (`with_image_parts`, `expand_image_pads`). `decode` drops placeholder ids.
+
 Tools: a problem's `meta["tools"]` (OpenAI-style function specs, `{"type": "function",
 "function": {"name", "description", "parameters"}}`) reach the template as
 `apply_chat_template(..., tools=tools)`, which is where the model learns of them (Qwen2.5 and
@@ -49,8 +57,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rftkit.model.vision import image_token_ids
-from rftkit.types import Problem
+from rftkit.model import hf_vision
+from rftkit.model.vision import image_token_ids, text_ids
+from rftkit.types import Image, Problem
 
 Messages = list[dict[str, str]]
 Tools = list[dict[str, Any]]
@@ -63,11 +72,19 @@ class HFTokenizer:
 
     system_prompt: added as the first (system) message of every rendered prompt that has
     none. chat_template: True (require one), False (never use one), "auto" (use it if the
-    tokenizer has one).
+    tokenizer has one). processor: a vision-language model's processor (hf_vision.py), which
+    makes `prompt_ids(..., images=...)` work; None for text models.
     """
 
-    def __init__(self, tokenizer, *, system_prompt: str | None = None, chat_template: bool | str = "auto") -> None:
+    def __init__(self, tokenizer, *, system_prompt: str | None = None, chat_template: bool | str = "auto",
+                 processor=None) -> None:
         self.hf = tokenizer
+        self.processor = processor
+        if processor is not None:
+            if not getattr(tokenizer, "chat_template", None) and getattr(processor, "chat_template", None):
+                tokenizer.chat_template = processor.chat_template  # VLM repos may keep it with the processor only
+            pad = getattr(processor, "image_token_id", None)
+            self.image_pad_id = int(pad if pad is not None else tokenizer.convert_tokens_to_ids(processor.image_token))
         tokenizer.padding_side = "left"  # for anyone batching through the HF tokenizer directly
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; set one (tokenizer_config.json eos_token)")
@@ -89,7 +106,9 @@ class HFTokenizer:
         return list(self.hf.encode(text, add_special_tokens=False))
 
     def decode(self, ids: list[int]) -> str:
-        """Special tokens (pad, eos, template markers) are dropped."""
+        """Special tokens (pad, eos, template markers) and image placeholders are dropped."""
+        if self.processor is not None:  # only a VLM's rows hold image ids: text models skip the filter
+            ids = text_ids(ids)
         return self.hf.decode(ids, skip_special_tokens=True)
 
     def messages(self, prompt: str | Messages, system_prompt: str | None = None) -> Messages:
@@ -121,14 +140,32 @@ class HFTokenizer:
         return text
 
     def prompt_ids(self, prompt: str | Messages, system_prompt: str | None = None,
-                   tools: Tools | None = None) -> list[int]:
-        """Token ids of the rendered prompt, bos handled (see the module docstring)."""
+                   tools: Tools | None = None, images: tuple[Image, ...] | list[Image] = ()) -> list[int]:
+        """Token ids of the rendered prompt, bos handled (see the module docstring). images: a
+        VLM's images, rendered as content parts before the text and expanded into placeholder
+        ids that name them (rftkit/model/hf_vision.py)."""
+        if images:
+            prompt = self._image_prompt(prompt, system_prompt, len(images))
         ids = self.encode(self.render_prompt(prompt, system_prompt, tools))
         if self.has_bos and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id] + ids
         if not ids:  # an empty prompt without bos: give the model one token to condition on
             ids = [self.bos_id]
+        if images:
+            ids = expand_image_pads(ids, self.image_pad_id, list(images), hf_vision.image_processor_of(self.processor))
         return ids
+
+    def _image_prompt(self, prompt: str | Messages, system_prompt: str | None, n: int) -> str | Messages:
+        """The prompt with n images: image parts in the first user turn, or (no template) the
+        model's image markup in front of the text."""
+        if self.processor is None:
+            raise ValueError("a prompt has images, but model.path is a text-only model (no image processor): "
+                             "use a vision-language model such as Qwen2-VL, or the built-in VLM (model.vision)")
+        if self.use_template:
+            return with_image_parts(self.messages(prompt, system_prompt), n)
+        text = prompt if isinstance(prompt, str) else "\n\n".join(
+            str(m["content"]) for m in self.messages(prompt, system_prompt))
+        return image_markup(self) * n + text
 
     def observation_ids(self, text: str, role: str = "tool", *, eos_emitted: bool = True) -> list[int]:
         """Ids that follow a model turn: `text` as a `role` turn of the template, then the next
@@ -203,6 +240,51 @@ def render_ids(tok, prompt: str | Messages, tools: Tools | None = None) -> list[
     return [tok.bos_id] + tok.encode(text)
 
 
+def with_image_parts(msgs: list[dict], n: int) -> list[dict]:
+    """Messages whose first user turn starts with n image parts; messages that already hold
+    exactly n image parts are kept as they are."""
+    have = sum(1 for m in msgs if isinstance(m.get("content"), list)
+               for part in m["content"] if isinstance(part, dict) and part.get("type") == "image")
+    if have == n:
+        return msgs
+    if have:
+        raise ValueError(f"the prompt's messages hold {have} image parts for {n} images")
+    out, done = [], False
+    for m in msgs:
+        if not done and m.get("role") == "user":
+            content = m.get("content")
+            text = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+            m, done = {**m, "content": [{"type": "image"}] * n + text}, True
+        out.append(m)
+    if not done:
+        raise ValueError("a prompt with images needs a user message to put them in")
+    return out
+
+
+def image_markup(tok) -> str:
+    """One image in a prompt without a chat template: Qwen's <|vision_start|>pad<|vision_end|>."""
+    pad = tok.hf.convert_ids_to_tokens(tok.image_pad_id)
+    start, end = "<|vision_start|>", "<|vision_end|>"
+    vocab = tok.hf.get_vocab()
+    return f"{start}{pad}{end}" if start in vocab and end in vocab else pad
+
+
+def expand_image_pads(ids: list[int], pad_id: int, images, image_processor) -> list[int]:
+    """Each of the len(images) pad ids -> that image's placeholder ids (rftkit/model/vision.py)."""
+    found = ids.count(pad_id)
+    if found != len(images):
+        raise ValueError(f"the rendered prompt has {found} image tokens for {len(images)} images: the chat template "
+                         f"must render {{'type': 'image'}} content parts (a vision-language model's template does)")
+    out, k = [], 0
+    for i in ids:
+        if i == pad_id:
+            out += image_token_ids(images[k], hf_vision.image_token_count(image_processor, images[k]))
+            k += 1
+        else:
+            out.append(i)
+    return out
+
+
 def _tools_kw(tools) -> dict[str, Any]:
     """tools= only when there are some: a `prompt_ids` without the knob keeps working."""
     if not tools:
@@ -215,12 +297,15 @@ def _tools_kw(tools) -> dict[str, Any]:
 
 def load_hf_tokenizer(path: str | Path, *, system_prompt: str | None = None, chat_template: bool | str = "auto",
                       trust_remote_code: bool = False) -> HFTokenizer:
-    """`AutoTokenizer.from_pretrained(path)` wrapped as an `HFTokenizer`."""
+    """`AutoTokenizer.from_pretrained(path)` wrapped as an `HFTokenizer`, with the processor of a
+    vision-language model (a VLM folder without one is a FileNotFoundError saying what to do)."""
     from rftkit.model.hf import require
 
     tf = require("transformers")
     tok = tf.AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    return HFTokenizer(tok, system_prompt=system_prompt, chat_template=chat_template)
+    processor = hf_vision.processor_for(path, tok, trust_remote_code)
+    return HFTokenizer(tok, system_prompt=system_prompt, chat_template=chat_template, processor=processor)
 
 
-__all__ = ["HFTokenizer", "problem_prompt_ids", "render_ids", "load_hf_tokenizer"]
+__all__ = ["HFTokenizer", "expand_image_pads", "problem_prompt_ids", "render_ids", "load_hf_tokenizer",
+           "with_image_parts"]

@@ -76,7 +76,10 @@ class HFGenerateEngine:
         saved = hf.generation_config
         hf.generation_config = tf.GenerationConfig(pad_token_id=self.tok.pad_id, eos_token_id=self.tok.eos_id)
         try:
-            out = hf.generate(input_ids=ids, attention_mask=attn, do_sample=not greedy,
+            # a VLM's rows name their images: it rebuilds the processor's inputs (pixels, grids)
+            inputs = (self.model.generate_inputs(ids, attn) if hasattr(self.model, "generate_inputs")
+                      else {"input_ids": ids, "attention_mask": attn})
+            out = hf.generate(**inputs, do_sample=not greedy,
                               max_new_tokens=params.max_new_tokens, return_dict_in_generate=True,
                               output_logits=True, stopping_criteria=_stop_criteria(tf, self.tok, params.stop, plen)
                               if params.stop else None, **sampling)

@@ -146,7 +146,8 @@ def _load_hf(cfg: Config):
     m = cfg.model
     try:
         model = load_hf_policy(m.path, dtype=m.dtype, device=m.device, lora=m.lora,
-                               gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code)
+                               gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code,
+                               train_vision=m.train_vision)
         tok = load_hf_tokenizer(m.path, system_prompt=m.system_prompt, chat_template=m.chat_template,
                                 trust_remote_code=m.trust_remote_code)
     except (FileNotFoundError, ValueError, ImportError) as e:
