@@ -19,12 +19,19 @@ narrow. Per-problem records (samples with their verdicts, lengths, format, mean 
 log-prob, distinct-n; with scaling the RM / PRM scores and the selectors' results under
 "scaling") are always complete, for eval/<stage>_<split>.jsonl; `summarize(records, n, ks,
 extended=True)` rebuilds the extended summary from them (all but entropy and search keys).
-Selectors and curves: rftkit/eval/selection.py.
+Selectors and curves: rftkit/eval/selection.py. A problem with images adds "images" to its
+record (`image_records`: key, size and a PNG data URI each) so the report can show what the
+model saw; text-only records are unchanged.
 """
 
 from __future__ import annotations
 
+import base64
+import struct
+import zlib
 from collections.abc import Callable
+
+import numpy as np
 
 from rftkit.algos.groups import group_rows
 from rftkit.envs.episodes import EpisodeLimits, episode_stats, generate_rows
@@ -35,7 +42,7 @@ from rftkit.eval.selection import problem_scaling
 from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.rollout.base import Generator, SamplingParams
 from rftkit.tasks.base import verify
-from rftkit.types import ANSWER_MARKER, Episode, Problem
+from rftkit.types import ANSWER_MARKER, Episode, Image, Problem
 
 Progress = Callable[[str, int, int], None]
 """(phase, done, total), called as evaluation goes: "greedy" and "sampling" (completions,
@@ -43,6 +50,10 @@ each called at its start and end: one generate call each, so that the sampled st
 numbers, stay those of a single call) then "scoring" (problems, after each one)."""
 
 DISTINCT_NS = (1, 2, 3)
+THUMB_MAX = 128
+"""Longest side (px) of an image as stored in a record; larger images are subsampled to it, so
+a record stays small whatever the dataset's resolution (a 32x32 frame of drawn shapes is a few
+hundred bytes of base64, 32x32 noise ~4 KB)."""
 
 
 def encode_prompts(tok, problems: list[Problem]) -> list[list[int]]:
@@ -134,7 +145,36 @@ def problem_record(p: Problem, greedy_text: str, texts: list[str], lengths: list
         "n_correct": sum(v.correct for v in verdicts),
         "distinct_n": [distinct_n([tok.encode(t) for t in texts], d) for d in DISTINCT_NS],
     }
+    if p.images:  # text-only records get no key and no work
+        rec["images"] = image_records(p.images)
     return rec
+
+
+def image_records(images: tuple[Image, ...]) -> list[dict]:
+    """A record's "images", in the problem's order: {"key": 10 hex digits, "size": [H, W] of the
+    original, "png": "data:image/png;base64,..."}. The PNG holds the pixels (lossless) when both
+    sides are <= THUMB_MAX, else every s-th row and column (nearest neighbour) with s the
+    smallest step that fits; the report enlarges small frames itself (CSS), not here."""
+    out = []
+    for im in images:
+        step = -(-max(im.size) // THUMB_MAX)
+        out.append({"key": f"{im.key:010x}", "size": list(im.size),
+                    "png": png_data_uri(im.pixels[::step, ::step])})
+    return out
+
+
+def png_data_uri(pixels: np.ndarray) -> str:
+    """An 8-bit RGB PNG of pixels uint8 [H, W, 3] as a data URI, written with zlib alone (no
+    imaging library needed at evaluation time): IHDR, one IDAT of filter-0 rows, IEND."""
+    h, w = pixels.shape[:2]
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(pixels).reshape(h, w * 3)], axis=1)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def add_scaling(rec: dict, p: Problem, spec: ScalingSpec) -> None:

@@ -5,7 +5,7 @@ dataset rows skipped at the start (when any), stage timeline, curves (reward, ac
 by k, entropy, KL, clipfrac, response length, objective weights, curriculum probabilities, time
 per phase), test-time scaling (selectors at n, accuracy vs samples; when evaluated with
 eval.scaling), forgetting matrix, base-unsolved analysis, behaviour and breakdown tables,
-sample inspector, resolved config.
+episodes (multi-turn), images (visual problems), sample inspector, resolved config.
 Plots are PNGs embedded as base64, so the file opens anywhere with no other files.
 """
 
@@ -19,6 +19,7 @@ from rftkit.report import plots as P
 from rftkit.report.episodes import episodes_section
 from rftkit.report.forgetting import forgetting_matrix
 from rftkit.report.htmlkit import esc, num, page, pct, plots, section, table
+from rftkit.report.images import images_section
 from rftkit.report.inspector import inspector
 from rftkit.report.rundata import ORACLE, RunData, load_run, pass_curve, selector_lines, split_label
 
@@ -205,13 +206,14 @@ def build_html(run: RunData) -> str:
             + ("" if P.have_matplotlib() else " - plots need matplotlib: pip install rftkit[report]") + "</p>")
     body = [head, summary_section(run), skipped_section(run), timeline_section(run), curves_section(run),
             scaling_section(run), forgetting_section(run), unsolved_section(run), behaviour_section(run),
-            episodes_section(run), inspector(run),
+            episodes_section(run), images_section(run), inspector(run),
             section("config", "Resolved config", f"<pre>{esc(run.cfg_text)}</pre>")]
     nav = [("summary", "results"), ("skipped", "skipped rows"), ("timeline", "timeline"), ("curves", "curves"),
            ("scaling", "scaling"), ("forgetting", "forgetting"), ("unsolved", "base-unsolved"),
-           ("behaviour", "behaviour"), ("episodes", "episodes"), ("samples", "samples"), ("config", "config")]
+           ("behaviour", "behaviour"), ("episodes", "episodes"), ("images", "images"),
+           ("samples", "samples"), ("config", "config")]
     body = [b for b in body if b]
-    optional = ("skipped", "scaling", "episodes")
+    optional = ("skipped", "scaling", "episodes", "images")
     shown = {a for a in optional if any(b.startswith(f'<section id="{a}">') for b in body)}
     nav = [n for n in nav if n[0] not in optional or n[0] in shown]
     return page(f"rftkit report: {run.name}", body, nav)
