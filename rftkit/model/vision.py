@@ -117,9 +117,16 @@ class PatchEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(cfg.n_tokens, cfg.d_vision) * 0.02)
         layer = nn.TransformerEncoderLayer(cfg.d_vision, cfg.heads, 4 * cfg.d_vision, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        # layers 0: patches go straight to the projector (a linear patch embedding, as in Fuyu)
+        self.layers = (nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False) if cfg.layers
+                       else nn.Identity())
         self.norm = nn.LayerNorm(cfg.d_vision)
         self.proj = nn.Linear(cfg.d_vision, d_model)
+        # Features start at the scale of the GPT's token embeddings (std 0.02): with PyTorch's
+        # default init they are ten times larger, and the language model learns to ignore them
+        # (the encoder's gradient then vanishes and the model never reads the image).
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, pixels: Tensor) -> Tensor:
         x = self.patchify(pixels * 2 - 1).flatten(2).transpose(1, 2) + self.pos  # [U, P, Dv]
