@@ -46,3 +46,20 @@ def test_vision_kill_and_resume_is_exact(vision_run, tmp_path):
     b = load_file(str(tmp_path / "vision_tiny" / "models" / "rl" / "model.safetensors"))
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     assert _records(vision_run) == _records(tmp_path / "vision_tiny")
+
+
+def test_model_vision_must_match_the_model_it_starts_from(vision_run, tmp_path):
+    """model.init with the recipe's own vision section runs; another one is a config error."""
+    base = vision_run / "models" / "base"
+    rftkit("run", str(VISION), f"out_dir={tmp_path}", f"model.init={base}", "stages.0.steps=1", "stages.1.steps=1",
+           "name=again")
+    proc = rftkit("run", str(VISION), f"out_dir={tmp_path}", f"model.init={base}", "model.vision.layers=2",
+                  check=False)
+    assert proc.returncode == 2 and "model.vision" in proc.stderr and "model.init" in proc.stderr
+
+
+def test_model_vision_with_an_hf_model_is_a_config_error(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    proc = rftkit("run", str(VISION), f"out_dir={tmp_path}", f"model.path={tmp_path / 'hf'}", check=False)
+    assert proc.returncode == 2 and "model.vision" in proc.stderr and "model.path" in proc.stderr

@@ -130,6 +130,9 @@ def check_bounds(cfg: Config) -> None:
     """The bounds that depend on registered parts or on this machine (the others are in
     `rftkit.config`)."""
     check_device(cfg.model.device)
+    if cfg.model.vision is not None and cfg.model.path:
+        raise ConfigError("model.vision configures the built-in VLM, but model.path loads a Hugging Face model, "
+                          "which brings its own vision tower (or none); remove model.vision")
     try:
         for s in cfg.stages:
             _check_stage(s, stage_binds(s), cfg.rollout)

@@ -107,6 +107,7 @@ def start_run(cfg: Config, resume: bool) -> Run:
         model, tok = _load_hf(cfg)
     elif cfg.model.init:
         model, tok = load_model(resolve_model_dir(cfg.model.init), cfg.model.device)
+        check_init_vision(cfg, model)
     else:
         tok = CharTokenizer()
         vision = cfg.model.vision.model_dump() if cfg.model.vision else None
@@ -137,6 +138,17 @@ def start_run(cfg: Config, resume: bool) -> Run:
     sinks = build_sinks(cfg.logging.sinks, run_dir, cfg.model_dump(mode="json"),
                         resume_step=state.global_step + 1 if resume else None)
     return Run(cfg, run_dir, model, tok, pools, log, state, time.perf_counter() - state.elapsed, sinks=sinks)
+
+
+def check_init_vision(cfg: Config, model) -> None:
+    """model.vision with model.init: the loaded model must be that VLM (a recipe's vision
+    section stays valid when a run starts from its own base model)."""
+    want = cfg.model.vision.model_dump() if cfg.model.vision else None
+    have = getattr(model, "cfg", None) and getattr(model.cfg, "vision", None)
+    if want is not None and have != want:
+        raise ConfigError(f"model.vision is {want}, but model.init ({cfg.model.init}) holds "
+                          f"{'a text-only model' if not have else f'a VLM with vision {have}'}; remove model.vision "
+                          f"or start from a model built with it")
 
 
 def _load_hf(cfg: Config):
