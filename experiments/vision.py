@@ -111,11 +111,12 @@ def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
 def task_table(rows: list[dict], task: str) -> str:
     lines = ["| method | test pass@1 (%) | OOD pass@1 (%) | test reward | OOD reward |", "|---|---|---|---|---|"]
     rs = [r for r in rows if r["task"] == task]
-    if rs:
-        lines.append(f"| base (start of every method) | {fmt([r['before/test/pass@1'] for r in rs])} | "
-                     f"{fmt([r['before/ood/pass@1'] for r in rs])} | "
-                     f"{fmt([r['before/test/reward_mean'] for r in rs], 1, 3)} | "
-                     f"{fmt([r['before/ood/reward_mean'] for r in rs], 1, 3)} |")
+    bases = list({r["seed"]: r for r in rs}.values())  # every method of a seed starts from one base
+    if bases:
+        lines.append(f"| base (start of every method) | {fmt([r['before/test/pass@1'] for r in bases])} | "
+                     f"{fmt([r['before/ood/pass@1'] for r in bases])} | "
+                     f"{fmt([r['before/test/reward_mean'] for r in bases], 1, 3)} | "
+                     f"{fmt([r['before/ood/reward_mean'] for r in bases], 1, 3)} |")
     for m in METHODS:
         ms = [r for r in rs if r["method"] == m]
         if ms:
@@ -154,7 +155,7 @@ def plot(tasks: list[dict], cls: list[dict], path: Path) -> None:
                 if vals:
                     ax.bar(i * 3 + j, statistics.mean(vals), color=f"C{j}", label=split if i == 0 else None,
                            yerr=statistics.stdev(vals) if len(vals) > 1 else 0)
-        base = [r[f"before/{s}/pass@1"] * 100 for r in tasks if r["task"] == task for s in ("test",)]
+        base = [r["before/test/pass@1"] * 100 for r in {r["seed"]: r for r in tasks if r["task"] == task}.values()]
         if base:
             ax.axhline(statistics.mean(base), color="gray", linestyle="--", label="base (test)")
         ax.set_xticks([0.5, 3.5, 6.5], [m.replace("_", "->") for m in METHODS])
@@ -164,7 +165,8 @@ def plot(tasks: list[dict], cls: list[dict], path: Path) -> None:
         for r in [r for r in cls if r["variant"] == v]:
             axes[2].plot(r["reward"], color=f"C{i}", alpha=0.7, label=v if r["seed"] == cls[0]["seed"] else None)
     axes[2].set(title="CLS-RL: reward over GRPO steps", xlabel="RL step")
-    axes[2].legend(fontsize=7)
+    if cls:
+        axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
