@@ -113,8 +113,13 @@ def test_shipped_recipes_are_within_bounds(recipe):
         from rftkit.data.pool import build_pools
         from rftkit.model.tokenizer import CharTokenizer
 
+        from rftkit.model.vision import VisionConfig
+
+        tok = CharTokenizer()
+        if cfg.model.vision:  # a visual recipe: each image takes the encoder's tokens of the prompt
+            tok.image_tokens = VisionConfig(**cfg.model.vision.model_dump()).n_tokens
         pools = build_pools(task_specs(cfg), 500, cfg.data.test_size, cfg.data.ood_size, cfg.seed)
-        check_prompts_fit(cfg, pools, CharTokenizer(), cfg.model.max_seq_len)
+        check_prompts_fit(cfg, pools, tok, cfg.model.max_seq_len)
 
 
 def test_prompts_longer_than_the_context_fail_before_training(tmp_path):
