@@ -112,7 +112,6 @@ def test_shipped_recipes_are_within_bounds(recipe):
     if cfg.model.path is None:  # the built-in model: its prompts fit (full eval splits, part of train)
         from rftkit.data.pool import build_pools
         from rftkit.model.tokenizer import CharTokenizer
-
         from rftkit.model.vision import VisionConfig
 
         tok = CharTokenizer()
