@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from rftkit.config import validate
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
-from runlog import ROOT, recipe_tree, run_all, write_results
+from runlog import ROOT, fmt, recipe_tree, run_all, write_results
 
 GAME_METHODS = {"grpo": "agent_game", "spear": "agent_spear", "archer": "agent_archer"}
 
@@ -96,13 +95,6 @@ def run_game(method: str, seed: int, out: Path, args) -> dict:
             row[f"{tag}/{split}/pass@1"] = res[split]["pass@1"]
             row[f"{tag}/{split}/turns"] = res[split].get("episode/turns_mean", 0.0)
     return row
-
-
-def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not vals:
-        return "-"
-    sd = f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else ""
-    return f"{statistics.mean(vals) * scale:.{digits}f}{sd}"
 
 
 def calc_table(rows: list[dict]) -> str:

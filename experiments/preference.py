@@ -25,7 +25,7 @@ from rftkit.config import validate
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
-from runlog import ROOT, recipe_tree, run_all, shared_start, write_results
+from runlog import ROOT, fmt, recipe_tree, run_all, shared_start, write_results
 
 OTHERS = ["ipo", "simpo", "copg", "alol", "superhf", "crlft"]
 """The other preference and offline-RL recipes, each as shipped (its own learning rate), same budget."""
@@ -90,14 +90,6 @@ def run_hack(method: str, seed: int, start: Path, out: Path, args) -> dict:
 def _mean(values) -> float:
     vals = [v for v in values if v is not None]
     return statistics.mean(vals) if vals else float("nan")
-
-
-def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    vals = [v for v in vals if v == v]
-    if not vals:
-        return "-"
-    sd = f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else ""
-    return f"{statistics.mean(vals) * scale:.{digits}f}{sd}"
 
 
 def summarize(rows: list[dict], start_eval: dict) -> str:

@@ -4,6 +4,7 @@ log that lets an interrupted experiment resume (one JSON row per finished run)."
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,3 +62,13 @@ def write_results(doc: Path, body: str) -> None:
     else:
         text += ("\n" if text else "") + block + "\n"
     doc.write_text(text)
+
+
+def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """"mean ± std" of vals x scale over seeds (NaNs left out; "-" when none, no std for one)."""
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "-"
+    sd = f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else ""
+    return f"{statistics.mean(vals) * scale:.{digits}f}{sd}"
+

@@ -31,7 +31,7 @@ from rftkit.config import validate
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
 
-from runlog import ROOT, recipe_tree, run_all, write_results
+from runlog import ROOT, fmt, recipe_tree, run_all, write_results
 
 RECIPES = {"count": "vision_default", "ground": "visual_rft"}
 METHODS = ["sft", "rl", "sft_rl"]
@@ -99,13 +99,6 @@ def run_cls(variant: str, seed: int, args) -> dict:
     _scores(row, "before", _eval(base, "base"))
     _scores(row, "after", _eval(run_dir, "rl"))
     return row
-
-
-def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not vals:
-        return "-"
-    sd = f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else ""
-    return f"{statistics.mean(vals) * scale:.{digits}f}{sd}"
 
 
 def task_table(rows: list[dict], task: str) -> str:
