@@ -10,6 +10,8 @@ so a token sequence carries its images with it. Everything that moves token ids 
 rollout engine's prompt dedup, cache row selection, the shared-prefix forward, minibatching,
 checkpointed buffers) works on image prompts unchanged, and only the embedding step looks
 the pixels up in this process's image bank (`remember`, filled when a prompt is encoded).
+The bank holds the problems' own `Image` objects (references, not copies), so it costs no
+memory beyond the pools; it is never emptied during a run.
 The ids lie far above any vocabulary: they are never sampled, never trained (they sit in the
 prompt, mask 0) and decode to nothing.
 
