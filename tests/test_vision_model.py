@@ -162,3 +162,11 @@ def test_a_missing_image_is_named():
 def test_gptconfig_without_vision_is_unchanged():
     cfg = GPTConfig(vocab_size=10, **SIZES["nano"])
     assert cfg.to_dict()["vision"] is None and GPT(cfg).vision is None
+
+
+def test_an_encoder_without_layers_is_a_linear_patch_embedding():
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    model = build_model("nano", 64, tok, {**VISION, "layers": 0})
+    ids = torch.tensor([problem_prompt_ids(tok, Problem("t", "n=", "1", "exact", images=tuple(_images(1))))])
+    assert isinstance(model.vision.layers, torch.nn.Identity) and torch.isfinite(model(ids)).all()
