@@ -57,7 +57,8 @@ class ModelCfg(Strict):
     vision: VisionCfg | None = None
     """The built-in model as a VLM: a patch encoder whose image tokens precede the text."""
     train_vision: bool = False
-    """HF vision-language models: train the vision tower too (frozen by default)."""
+    """HF vision-language models (model.path): train the vision tower too (frozen by default);
+    the built-in VLM always trains its encoder, so it is an error without model.path."""
 
     @field_validator("size")
     @classmethod

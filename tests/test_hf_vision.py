@@ -225,6 +225,14 @@ def test_vision_tower_is_frozen_unless_train_vision(vlm, tok):
     assert any(".visual." in k for k in _one_step(vision, tok))  # train_vision: the tower learns
 
 
+def test_the_train_vision_key_reaches_the_loader(vlm):
+    for key, want in (("true", True), ("false", False)):
+        cfg = load_config(None, [f"model.path={vlm}", "model.device=cpu", f"model.train_vision={key}"],
+                          base={"stages": []})
+        policy, _ = _load_hf(cfg)
+        assert {p.requires_grad for k, p in policy.named_parameters() if ".visual." in k} == {want}
+
+
 def test_a_vlm_without_processor_files_is_a_clear_error(tmp_path):
     folder = tiny_qwen2_vl(tmp_path / "vlm", processor=False)
     for load in (lambda: load_hf_policy(folder, device="cpu"), lambda: load_hf_tokenizer(folder)):

@@ -63,3 +63,9 @@ def test_model_vision_with_an_hf_model_is_a_config_error(tmp_path):
     (tmp_path / "hf" / "config.json").write_text("{}")
     proc = rftkit("run", str(VISION), f"out_dir={tmp_path}", f"model.path={tmp_path / 'hf'}", check=False)
     assert proc.returncode == 2 and "model.vision" in proc.stderr and "model.path" in proc.stderr
+
+
+def test_train_vision_without_an_hf_model_is_a_config_error(tmp_path):
+    proc = rftkit("run", str(VISION), f"out_dir={tmp_path}", "model.train_vision=true", check=False)
+    assert proc.returncode == 2 and "model.train_vision" in proc.stderr and "model.path" in proc.stderr
+

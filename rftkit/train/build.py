@@ -130,6 +130,9 @@ def check_bounds(cfg: Config) -> None:
     """The bounds that depend on registered parts or on this machine (the others are in
     `rftkit.config`)."""
     check_device(cfg.model.device)
+    if cfg.model.train_vision and not cfg.model.path:
+        raise ConfigError("model.train_vision applies to a Hugging Face vision-language model (model.path); the "
+                          "built-in VLM (model.vision) always trains its encoder")
     if cfg.model.vision is not None and cfg.model.path:
         raise ConfigError("model.vision configures the built-in VLM, but model.path loads a Hugging Face model, "
                           "which brings its own vision tower (or none); remove model.vision")
