@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rftkit.config_moved import moved_message
-from rftkit.config_parts import EpisodeCfg, ScalingCfg, Strict, VisionCfg
+from rftkit.config_parts import DistCfg, EpisodeCfg, ScalingCfg, Strict, VisionCfg
 from rftkit.errors import Bound, ConfigError, format_validation_error
 
 Count = Annotated[int, Field(ge=1)]
@@ -286,6 +286,7 @@ class Config(Strict):
     checkpoint: CheckpointCfg = Field(default_factory=CheckpointCfg)
     reward: RewardCfg | None = None
     logging: LoggingCfg = Field(default_factory=LoggingCfg)
+    dist: DistCfg = Field(default_factory=DistCfg)
     progress: bool = True
     stage_cache: bool = True
     """Reuse a stage trained before with the same config, code, torch and threads instead of
@@ -298,6 +299,17 @@ class Config(Strict):
             if size == 0:
                 raise Bound(f"data.{split}_size", size, f"should be at least 1: eval.splits lists '{split}' "
                                                         f"(or leave '{split}' out of eval.splits)")
+        return self
+
+    @model_validator(mode="after")
+    def _async_corrects_staleness(self) -> Config:
+        """Async rollouts are up to K updates old: the policy objective's truncated IS weight
+        corrects for that (dist/async_rollout.py). 2 is the cap AReaL and verl use."""
+        if self.dist.async_.max_staleness:
+            for s in self.stages:
+                for o in s.objectives:
+                    if o.name == "policy" and "tis_cap" not in o.params:
+                        o.params["tis_cap"] = 2.0
         return self
 
     @property
@@ -368,4 +380,4 @@ def validate(tree: dict, source: str) -> Config:
 
 
 def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)

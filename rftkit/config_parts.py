@@ -82,3 +82,41 @@ class ScalingCfg(Strict):
             raise Bound("step_search.guide", "prm", "needs eval.scaling.prm (a process reward model folder); "
                                                     "or use guide: verifier")
         return self
+
+
+class AsyncCfg(Strict):
+    max_staleness: int = Field(0, ge=0, le=8)
+    """Rollouts of steps t+1..t+K are generated while step t trains (one- and K-step off-policy,
+    as AReaL and verl do); 0 is the synchronous loop. See docs/distributed.md."""
+
+
+class DistCfg(Strict):
+    """Scale-out (rftkit/dist/, docs/distributed.md). All zeros: one process, as before.
+
+    `rollout_workers` Ray actors each hold a copy of the policy and a generation engine
+    (`rollout.engine`); `reward_workers` run verifiers as Ray tasks; `learners` processes train
+    with torch.distributed (`strategy` ddp: replicated weights, summed gradients; fsdp2:
+    `torch.distributed.fsdp.fully_shard`). The driver runs the same loop and keeps the weights
+    the engines, the evaluation and the checkpoints read."""
+
+    rollout_workers: int = Field(0, ge=0)
+    reward_workers: int = Field(0, ge=0)
+    learners: int = Field(0, ge=0)
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """torch.distributed backend of the learners: auto = nccl on CUDA devices, gloo on CPU."""
+    address: str | None = None
+    """Ray cluster to join: None starts a local one; "auto" or "host:port" joins a running one
+    (`ray start --head` on the first machine, `ray start --address=<head>:6379` on the others)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    """GPUs each rollout worker and learner asks Ray for (0 on CPU)."""
+    collective_timeout: float = Field(600.0, gt=0)
+    """Seconds a learner waits in a collective before the group is declared broken."""
+    async_: AsyncCfg = Field(default_factory=AsyncCfg, alias="async")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rollout_workers or self.reward_workers or self.learners)

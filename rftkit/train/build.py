@@ -27,6 +27,8 @@ from rftkit.data.demos import DEMO_SOURCES
 from rftkit.data.pairs import PAIR_SOURCES
 from rftkit.data.pool import TaskSpec
 from rftkit.data.samplers import SAMPLERS
+from rftkit.dist.checks import check_dist
+from rftkit.dist.services import make_generator
 from rftkit.envs.episodes import EpisodeLimits
 from rftkit.errors import ConfigError, bound_error
 from rftkit.model.hf_tokenizer import problem_prompt_ids
@@ -130,6 +132,7 @@ def check_bounds(cfg: Config) -> None:
     """The bounds that depend on registered parts or on this machine (the others are in
     `rftkit.config`)."""
     check_device(cfg.model.device)
+    check_dist(cfg, lambda s: _needs(stage_binds(s)))
     if cfg.model.train_vision and not cfg.model.path:
         raise ConfigError("model.train_vision applies to a Hugging Face vision-language model (model.path); the "
                           "built-in VLM (model.vision) always trains its encoder")
@@ -324,7 +327,7 @@ def stage_parts(cfg: Config, stage: StageCfg, model, tok, pool, sampler_seed: in
     r = cfg.rollout
     return StepParts(
         model=model, ref_model=None, critic=critic, scorer=scorer, teacher=None, rewards=None, tok=tok,
-        generator=GENERATORS.bind(r.engine)(model, tok),
+        generator=make_generator(cfg, model, tok),
         optimizer=_optimizer(model, critic, scorer, lr, cfg, stage),
         sampler=binds["sampler"](pool, sampler_seed),
         pool=pool, terms=terms, needs=needs,

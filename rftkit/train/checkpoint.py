@@ -24,6 +24,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rftkit.errors import CheckpointError
 from rftkit.model.io import atomic_dir, commit_dir, write_model_files
+from rftkit.rollout.weights import bump
 
 
 def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -97,6 +98,7 @@ def load_checkpoint(path: Path, model, optimizer=None, extra: dict | None = None
         load_checkpoint_tensors(model, load_file(str(path / "model.safetensors")))
     else:
         model.load_state_dict(load_file(str(path / "model.safetensors")))
+    bump(model)
     tensors = load_file(str(path / "optim.safetensors"))
     torch.set_rng_state(tensors.pop("rng/torch"))
     if optimizer is not None:

@@ -22,6 +22,7 @@ import torch
 
 from rftkit.config import Config, to_yaml
 from rftkit.data.pool import Pools, build_pools
+from rftkit.dist.services import StageServices, make_generator
 from rftkit.errors import ConfigError, TrainingAborted
 from rftkit.eval.evaluate import evaluate
 from rftkit.model.io import build_model, copy_weights, load_model, save_model
@@ -247,7 +248,7 @@ def train_stage(run: Run) -> None:
     parts.ref_model = _ref_model(run, st.stage_idx, offline or bool({"ref", "ref_demos", "ref_pairs"} & parts.needs),
                                  bool(stage.rl.ref_reset_every))
     if offline:  # the frozen reference samples the stage's rollouts (offline data)
-        parts.generator = GENERATORS.bind(cfg.rollout.engine)(parts.ref_model, run.tok)
+        parts.generator = make_generator(cfg, parts.ref_model, run.tok)
     parts.teacher = _teacher(run, stage, "teacher" in parts.needs)
     parts.prm = stage_prm(run.dir, stage, "prm" in parts.needs, cfg.model.device)
     parts.rewards = run.rewards
@@ -262,10 +263,12 @@ def train_stage(run: Run) -> None:
             parts.controller.load_state_dict(st.controller)
     bar = StageProgress(cfg.progress)
     bar.start(stage.name, stage.steps, st.stage_step)
+    services = StageServices(cfg, parts, stage.steps, lambda s: step_seed(cfg.seed, start + s))
     try:
         while st.stage_step < stage.steps:
             metrics = run_step(parts, update, st.global_step, st.stage_step / max(1, stage.steps),
-                               step_seed(cfg.seed, st.global_step))
+                               step_seed(cfg.seed, st.global_step), services.prefetch(st.stage_step))
+            metrics.update(services.metrics())
             st.global_step += 1
             st.stage_step += 1
             if stage.rl.ref_reset_every and st.stage_step % stage.rl.ref_reset_every == 0 and parts.ref_model:
@@ -284,6 +287,7 @@ def train_stage(run: Run) -> None:
                 _checkpoint(run, parts, update)
     finally:
         bar.stop()
+        services.close()
     save_model(run.model, run.tok, run.dir / "models" / stage.name)
     if parts.scorer is not None:  # a reward-model stage: save the RM, report its held-out pair accuracy
         from rftkit.train.reward_stage import finish_reward_model
@@ -329,6 +333,8 @@ def _checkpoint(run: Run, parts: StepParts, update: UpdateState) -> None:
     st.sampler = parts.sampler.state_dict() if st.stage_step > 0 else None
     st.demos = parts.demo_provider.state_dict() if st.stage_step > 0 else None
     st.controller = parts.controller.state_dict() if parts.controller is not None and st.stage_step > 0 else None
+    if parts.learners is not None:  # the optimizer's moments live in the learners
+        parts.learners.pull_optimizer(parts.optimizer)
     save_checkpoint(run.dir, st.global_step, run.model, run.tok, parts.optimizer, asdict(st),
                     run.cfg.checkpoint.keep, _extra_modules(parts) if st.stage_step > 0 else {})
 

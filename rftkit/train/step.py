@@ -99,15 +99,24 @@ class StepParts:
     lr_at: Callable[[int], float]
     prm: LoadedPrm | None = None  # a trained process reward model (parts needing "prm"; stage key `prm`)
     episode_limits: EpisodeLimits = field(default_factory=EpisodeLimits)  # multi-turn budgets (rollout.episode)
+    learners: object | None = None  # a dist.learners group (dist/learner_group.py): updates run there
 
 
-def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, seed: int) -> dict:
-    """One full step; returns its flat metrics. `step` is the global step (for LR and seeds)."""
-    indices = parts.sampler.next(parts.batch_size)
+def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, seed: int,
+             prefetch: tuple | None = None) -> dict:
+    """One full step; returns its flat metrics. `step` is the global step (for LR and seeds).
+    `prefetch`: (Prefetcher, stage step) when rollouts run ahead (dist/async_rollout.py)."""
     metrics: dict[str, float] = {}
     batch = demos = pairs = None
     stats: list[PromptStats] = []
-    if "rollout" in parts.needs:
+    if prefetch is not None:
+        pre, s = prefetch
+        batch, m, stats, indices = pre.take(s, state)
+        pre.fill(s, state)  # the next steps generate while this one trains
+        metrics.update(m)
+    else:
+        indices = parts.sampler.next(parts.batch_size)
+    if "rollout" in parts.needs and prefetch is None:
         batch, m, stats = rollout(parts, indices, seed, state, progress)
         metrics.update(m)
     if "demos" in parts.needs:
@@ -127,7 +136,9 @@ def run_step(parts: StepParts, state: UpdateState, step: int, progress: float, s
     metrics.update({f"weight/{k}": v for k, v in weights.items()})
     metrics["optim/lr"] = _set_lr(parts, step)
     t0 = time.perf_counter()
-    if batch is not None or demos is not None or pairs is not None:
+    if parts.learners is not None and (batch is not None or demos is not None or pairs is not None):
+        metrics.update(parts.learners.update(state, batch, demos, weights, seed, pairs, metrics["optim/lr"]))
+    elif batch is not None or demos is not None or pairs is not None:
         metrics.update(update_policy(parts, state, batch, demos, weights, seed, pairs))
     metrics["time/update"] = time.perf_counter() - t0
     metrics.update(parts.sampler.update(stats))

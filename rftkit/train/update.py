@@ -18,6 +18,7 @@ from torch import Tensor
 from rftkit.algos.advantages import group_stats
 from rftkit.algos.objectives import LossInputs, inert_at_zero_advantage
 from rftkit.model.logprobs import frozen_logprobs, rollout_logprobs, token_distributions
+from rftkit.rollout.weights import bump
 from rftkit.types import DemoBatch, PairBatch, RolloutBatch
 
 
@@ -251,12 +252,14 @@ def update_policy(parts, state: UpdateState, batch: RolloutBatch | None, demos: 
     return out
 
 
-def _sub(s: slice | None, k: int, i: int) -> slice | None:
+def _sub(s: slice | None, k: int, i: int, keep_empty: bool = False) -> slice | None:
+    """Piece i of k of the slice s (None when s has fewer than i + 1 rows, or an empty
+    slice with `keep_empty`: a learner under FSDP2 forwards it, see dist/collective.py)."""
     if s is None:
         return None
     inner = _slices(s.stop - s.start, k)
     if i >= len(inner):
-        return None
+        return slice(s.stop, s.stop) if keep_empty else None
     return slice(s.start + inner[i].start, s.start + inner[i].stop)
 
 
@@ -276,8 +279,11 @@ def _optimizer_step(parts, state, data: tuple, sl: tuple, old_logp, weights, met
     parts.optimizer.zero_grad(set_to_none=True)
     finite, graphless = True, False
     whole, micro = _whole(*data, sl), defaultdict(list)
-    for i in range(parts.grad_accum):
-        sub = tuple(_sub(s, parts.grad_accum, i) for s in sl)
+    shard = getattr(parts, "shard", None)  # a learner of a group (dist/collective.py) or None
+    k, mine = shard.pieces(parts.grad_accum) if shard else (parts.grad_accum, range(parts.grad_accum))
+    keep_empty = bool(shard and shard.keep_empty)
+    for i in mine:
+        sub = tuple(_sub(s, k, i, keep_empty) for s in sl)
         if all(s is None for s in sub):
             continue
         inp = _inputs(parts, data, sub, old_logp, micro, _micro_seed(seed, i), active, whole)
@@ -286,7 +292,8 @@ def _optimizer_step(parts, state, data: tuple, sl: tuple, old_logp, weights, met
             continue
         if not torch.isfinite(loss):
             finite = False
-            break
+            if not keep_empty:  # under FSDP2 every rank must run the same backwards: NaN grads, skipped below
+                break
         if loss.requires_grad:
             loss.backward()  # the micro-batch losses are shares of the step's loss: their sum is it
         else:
@@ -294,6 +301,8 @@ def _optimizer_step(parts, state, data: tuple, sl: tuple, old_logp, weights, met
         micro["loss/total"].append(float(loss.detach()))
     _merge_micro(metrics, micro)
     params = [p for g in parts.optimizer.param_groups for p in g["params"] if p.requires_grad]
+    if shard:  # the step's gradient is the sum of the ranks' (every rank joins, even after a NaN)
+        finite, graphless = shard.reduce(params, finite, graphless)
     if graphless:  # AdamW must still see a zero gradient (moments decay), as without the skip
         for p in params:
             if p.grad is None:
@@ -309,3 +318,4 @@ def _optimizer_step(parts, state, data: tuple, sl: tuple, old_logp, weights, met
     metrics["optim/grad_norm"].append(float(norm))
     metrics["optim/skipped"].append(0.0)
     parts.optimizer.step()
+    bump(parts.model)  # engines holding a copy of the weights (vLLM, Ray workers) reload them
