@@ -13,13 +13,16 @@ A part is a subpackage of rftkit (`model/`, `train/`, ...) or a top-level module
                                  through rollout, runs tools in rewards' pools and sandbox)
   5  eval                        evaluating a policy: generates (rollout, envs), verifies (tasks)
   6  report                      metrics logs, sinks, HTML reports (reads eval's records)
-  7  plugins, recipe_base,      reading user files: Python imports; recipe YAML, `base:` chains,
+  7  dist                        scale-out: Ray rollout/reward workers, the learner group
+                                 (torch.distributed), async rollouts; train hands it its
+                                 update and rollout functions
+  8  plugins, recipe_base,      reading user files: Python imports; recipe YAML, `base:` chains,
      config_moved, config_parts config keys that moved (the error showing their new spelling);
                                  config sections outside the spine (scaling, episodes)
-  8  config                      the typed config tree (model sizes, recipe files)
-  9  train                       builders (config -> parts), the step, the update, the loop
- 10  cli                         the command line
- 11  __main__                    `python -m rftkit`
+  9  config                      the typed config tree (model sizes, recipe files)
+ 10  train                       builders (config -> parts), the step, the update, the loop
+ 11  cli                         the command line
+ 12  __main__                    `python -m rftkit`
 
 A module imports its own part and parts on lower floors only: never a higher floor, never
 another part of its own floor. Module-level and function-local imports both count (`ast.walk`
@@ -40,6 +43,7 @@ FLOORS = (
     ("envs",),
     ("eval",),
     ("report",),
+    ("dist",),
     ("plugins", "recipe_base", "config_moved", "config_parts"),
     ("config",),
     ("train",),

@@ -46,7 +46,7 @@ def _rank(rank: int, world: int, strategy: str, port: int, args: tuple, out: str
     torch.set_num_threads(1)
     objectives, with_demos, grad_accum, steps, lr = args
     parts, batch, demos = _setup(objectives, with_demos, grad_accum, lr)  # seeded: the same on every rank
-    learner = Learner(rank, world, strategy, threads=1)
+    learner = Learner(rank, world, strategy, threads=1, update_fn=update_policy)
     learner.join(f"tcp://127.0.0.1:{port}", "gloo", 60.0)
     learner.load(_lparts(parts))
     weights = {t.name: 1.0 for t in parts.terms}

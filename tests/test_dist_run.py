@@ -3,6 +3,7 @@
 - one learner and one rollout worker give bit-identical weights and metrics to the plain loop;
 - `dist.async.max_staleness=0` is the synchronous loop; 1 trains on one-step-old rollouts
   (logged as rollout/staleness) and a killed async run resumes exactly;
+- a rollout worker killed with SIGKILL mid-run is replaced: the run trains the same samples;
 - a learner killed with SIGKILL stops the run with its last checkpoint intact, and
   `--resume` continues to the same weights as an uninterrupted run.
 """
@@ -83,9 +84,49 @@ def test_async_one_step_trains_on_older_rollouts_and_resumes_exactly(tmp_path):
     assert _records(full) == _records(tmp_path / "b" / "async_k")
 
 
-def _learner_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::Learner" in line]
+def _descendants(root: int, title: str) -> list[int]:
+    """Processes under `root` whose command line contains `title` (not other runs' Ray workers)."""
+    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True,
+                                                            text=True).stdout.splitlines()[1:]]
+    children: dict[int, list] = {}
+    for pid, ppid, *args in rows:
+        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
+    out, todo = [], [root]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if title in args:
+                out.append(pid)
+    return out
+
+
+def _kill_at_checkpoint(proc, latest: Path, step: int, title: str) -> list[int]:
+    """SIGKILL the `title` processes under `proc` once checkpoint `step` exists."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if latest.is_file() and latest.read_text().strip() >= f"step_{step:06d}":
+            pids = _descendants(proc.pid, title)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            return pids
+        time.sleep(0.05)
+    return []
+
+
+def test_a_rollout_worker_killed_mid_run_loses_no_sample(plain, tmp_path):
+    """Issue 14, evidence 4: the run finishes and trains exactly what the uninterrupted one did."""
+    cmd = [sys.executable, "-m", "rftkit", "run", str(TINY), f"out_dir={tmp_path}", "name=killed", *FAST,
+           "dist.rollout_workers=1"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_at_checkpoint(proc, tmp_path / "killed" / "checkpoints" / "latest", 6, "ray::RolloutWorker")
+    _, err = proc.communicate(timeout=240)
+    assert len(killed) == 1, killed
+    assert proc.returncode == 0, err[-3000:]
+    run = tmp_path / "killed"
+    _same_weights(plain, run)
+    assert _plain_records(plain) == _plain_records(run)  # the same samples, rewards and losses at every step
+    restarts = [r["dist/rollout_restarts"] for r in _records(run) if "dist/rollout_restarts" in r]
+    assert restarts and restarts[-1] == 1.0, restarts
 
 
 def test_a_killed_learner_stops_the_run_and_resume_continues_exactly(plain, tmp_path):
@@ -93,16 +134,20 @@ def test_a_killed_learner_stops_the_run_and_resume_continues_exactly(plain, tmp_
     cmd = [sys.executable, "-m", "rftkit", "run", str(TINY), f"out_dir={tmp_path}", f"name={name}", *FAST,
            "dist.learners=1", "checkpoint.every=2"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    latest = tmp_path / name / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() >= "step_000006"):
-        time.sleep(0.05)
-    pids = _learner_pids()
-    assert pids, "no learner process found"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    pids = _kill_at_checkpoint(proc, tmp_path / name / "checkpoints" / "latest", 6, "ray::Learner")
     _, err = proc.communicate(timeout=240)
+    assert pids, "no learner process found"
     assert proc.returncode != 0 and "learner" in err and "--resume" in err, err[-2000:]
     assert not (tmp_path / name / "eval" / "rl.json").exists()
     rftkit("run", "--resume", str(tmp_path / name))
     _same_weights(plain, tmp_path / name)
+
+
+def test_async_step_benchmark_runs(tmp_path):
+    """benchmarks/async_step.py --smoke: all three variants train and the table prints."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "async_step.py"
+    proc = subprocess.run([sys.executable, str(bench), "--smoke"], capture_output=True, text=True, env=ENV,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "s / step" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["sync", "async, thread", "async, 1 Ray worker"]

@@ -1,6 +1,6 @@
 """Asynchronous rollouts (`dist.async.max_staleness=K`): steps t+1..t+K generate while step t trains.
 
-    pre = Prefetcher(parts, k, make_generator, stage_steps, checkpoint_every, seed_of)
+    pre = Prefetcher(parts, k, make_generator, stage_steps, checkpoint_every, seed_of, rollout)
     batch, metrics, stats, indices = pre.take(s, state)   # step s's rollout (waits for it)
     pre.fill(s, state)                                    # submit s+1..s+K before s's update
     ... update ...
@@ -72,10 +72,9 @@ class RolloutCopy:
 
 class Prefetcher:
     def __init__(self, parts, k: int, make_generator: Callable, steps: int, checkpoint_every: int,
-                 seed_of: Callable[[int], int]) -> None:
-        from rftkit.train.step import rollout  # train/ imports dist/ lazily, not the other way at import time
-
-        self._rollout = rollout
+                 seed_of: Callable[[int], int], rollout_fn: Callable) -> None:
+        """rollout_fn: train/step.py `rollout` (passed in: dist stands below train)."""
+        self._rollout = rollout_fn
         self.k, self.steps, self.every, self.seed_of = k, steps, checkpoint_every, seed_of
         parts.sampler = LockedSampler(parts.sampler)
         self.copy = RolloutCopy(parts, make_generator)

@@ -14,6 +14,11 @@ def check_dist(cfg, needs_of) -> None:
         keys = [k for k in ("rollout_workers", "reward_workers", "learners") if getattr(d, k)]
         raise ConfigError(f"dist.{keys[0]}={getattr(d, keys[0])} runs workers on Ray, which is not installed: "
                           f"`pip install 'rftkit[dist]'` (or set dist.{keys[0]}=0 to run in one process)")
+    if d.reward_workers and cfg.reward is None:
+        raise ConfigError(f"dist.reward_workers={d.reward_workers}: the run has no `reward:` section, so every "
+                          f"problem is scored by its own verifier in the driver and Ray reward workers would run "
+                          f"nothing; add a reward section whose components run in processes, or set "
+                          f"dist.reward_workers=0")
     if d.learners:
         _check_learners(cfg)
     if d.async_.max_staleness:

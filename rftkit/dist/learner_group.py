@@ -19,7 +19,7 @@ def backend_for(cfg) -> str:
 class LearnerGroup:
     """`dist.learners` Ray actors joined in one torch.distributed group, fed every step."""
 
-    def __init__(self, parts, cfg) -> None:
+    def __init__(self, parts, cfg, update_fn) -> None:
         import ray
 
         from rftkit.dist.cluster import ensure_ray
@@ -28,7 +28,7 @@ class LearnerGroup:
         d = cfg.dist
         actor = ray.remote(num_cpus=d.cpus_per_worker, num_gpus=d.gpus_per_worker, max_restarts=0)(Learner)
         threads = cfg.model.threads or torch.get_num_threads()
-        self.workers = [actor.remote(r, d.learners, d.strategy, threads) for r in range(d.learners)]
+        self.workers = [actor.remote(r, d.learners, d.strategy, threads, update_fn) for r in range(d.learners)]
         self.parts = parts
         try:
             init = ray.get(self.workers[0].address.remote())

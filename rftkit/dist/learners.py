@@ -101,10 +101,11 @@ def free_port() -> int:
 class Learner:
     """One rank of the group (a Ray actor; plain class so tests can also run it in-process)."""
 
-    def __init__(self, rank: int, world: int, strategy: str, threads: int) -> None:
+    def __init__(self, rank: int, world: int, strategy: str, threads: int, update_fn) -> None:
+        """update_fn: train/update.py `update_policy` (passed in: dist stands below train)."""
         if threads:
             torch.set_num_threads(threads)
-        self.rank, self.world, self.strategy = rank, world, strategy
+        self.rank, self.world, self.strategy, self.update_fn = rank, world, strategy, update_fn
         self.parts: LearnerParts | None = None
 
     def pid(self) -> int:
@@ -132,11 +133,9 @@ class Learner:
         self.parts = parts
 
     def update(self, state, batch, demos, weights, seed, pairs, lr):
-        from rftkit.train.update import update_policy
-
         for g in self.parts.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        metrics = update_policy(self.parts, state, batch, demos, weights, seed, pairs)
+        metrics = self.update_fn(self.parts, state, batch, demos, weights, seed, pairs)
         tensors = trainable_state(self.parts)  # every rank: under FSDP2 the gather is a collective
         return metrics, state, tensors if self.rank == 0 else None
 

@@ -1,6 +1,6 @@
 """The driver's wiring of `dist.*`: which engine a stage samples with, who runs its update.
 
-    services = StageServices(cfg, parts, stage_steps)   # after the stage's parts (and a resume's load)
+    services = StageServices(cfg, parts, steps, seed_of, update_policy, rollout)   # after a resume's load
     metrics = run_step(parts, ..., prefetch=services.prefetch(stage_step))
     services.close()
 
@@ -27,20 +27,21 @@ def make_generator(cfg, model, tok):
 class StageServices:
     """The rollout service, the learner group and the prefetcher of one stage."""
 
-    def __init__(self, cfg, parts, steps: int, seed_of) -> None:
+    def __init__(self, cfg, parts, steps: int, seed_of, update_fn, rollout_fn) -> None:
+        """update_fn, rollout_fn: train's `update_policy` and `rollout` (dist stands below train)."""
         self.parts, self.prefetcher = parts, None
         try:
             if cfg.dist.learners:
                 from rftkit.dist.learner_group import LearnerGroup
 
-                parts.learners = LearnerGroup(parts, cfg)
+                parts.learners = LearnerGroup(parts, cfg, update_fn)
             k = cfg.dist.async_.max_staleness
             if k and "rollout" in parts.needs:
                 from rftkit.dist.async_rollout import Prefetcher
 
                 _close(parts.generator)  # the main thread no longer samples: the rollout thread's engine does
                 self.prefetcher = Prefetcher(parts, k, lambda m: make_generator(cfg, m, parts.tok), steps,
-                                             cfg.checkpoint.every, seed_of)
+                                             cfg.checkpoint.every, seed_of, rollout_fn)
                 parts.generator = self.prefetcher.copy.generator
         except Exception:
             self.close()

@@ -5,7 +5,8 @@
     scores, components, counts = score_batch(problems, completions, spec, lengths=lengths)
 
 Per component and sample the call runs where its isolation says (spec.py): "process" calls go
-to a WorkerPool with a hard per-call timeout (the worker is killed); "thread" calls (the code
+to a WorkerPool with a hard per-call timeout (the worker is killed), or to the `pool` given
+(Ray tasks with the same semantics: rftkit/dist/reward_workers.py); "thread" calls (the code
 sandbox, which enforces its own limits) run `workers` at a time on daemon threads, abandoned
 after timeout + 1 s; "inline" calls (the built-in rule verifiers, reward models) run one after
 the other on one daemon thread, abandoned after `timeout`, with the caller's torch thread state
@@ -87,9 +88,12 @@ class RewardRunner:
     """Scores batches with `spec`; owns the worker pools (close() or use as a context manager)."""
 
     def __init__(self, spec: RewardSpec = RewardSpec(), *, workers: int = 2, timeout: float = 10.0,
-                 fallback: float = 0.0, memory_mb: int = 4096, log_failures: int = 3) -> None:
+                 fallback: float = 0.0, memory_mb: int = 4096, log_failures: int = 3, pool=None) -> None:
+        """pool: runs the "process" calls instead of a local WorkerPool (the same `map(calls,
+        timeout)`, `wait_ready()`, `close()`), e.g. Ray tasks (rftkit.dist.reward_workers.ray_backend)."""
         self.spec, self.workers, self.timeout, self.fallback = spec, workers, timeout, fallback
         self.memory_mb, self.log_failures = memory_mb, log_failures
+        self._backend = pool
         self._pool: WorkerPool | None = None
         self._bound: dict[tuple, object] = {}
         self.last_failures: list[RewardFailure] = []
@@ -103,7 +107,7 @@ class RewardRunner:
     def start(self) -> RewardRunner:
         """Start the worker processes now (not at the first "process" call) and wait for them."""
         if self._pool is None:
-            self._pool = WorkerPool(self.workers, self.memory_mb)
+            self._pool = WorkerPool(self.workers, self.memory_mb) if self._backend is None else self._backend
         self._pool.wait_ready()
         return self
 
@@ -153,7 +157,7 @@ class RewardRunner:
 
     def _run_processes(self, calls: list[tuple], raw: dict) -> None:
         if self._pool is None:
-            self._pool = WorkerPool(self.workers, self.memory_mb)
+            self._pool = WorkerPool(self.workers, self.memory_mb) if self._backend is None else self._backend
         out = self._pool.map([(k, fn, args) for k, (_, _, _, fn, args) in enumerate(calls)], self.timeout)
         raw.update(out)
 

@@ -49,8 +49,8 @@ from rftkit.train.prm_labels import label_knobs, mark_prm, stage_prm
 from rftkit.train.rewards_build import build_reward_runner
 from rftkit.train.rollout_rows import context_of
 from rftkit.train.scaling_build import build_scaling
-from rftkit.train.step import StepParts, run_step
-from rftkit.train.update import UpdateState
+from rftkit.train.step import StepParts, rollout, run_step
+from rftkit.train.update import UpdateState, update_policy
 
 
 @dataclass
@@ -172,7 +172,7 @@ def train(cfg: Config, resume: bool = False) -> Run:
     run = start_run(cfg, resume)
     try:
         if cfg.reward is not None:
-            run.rewards = build_reward_runner(cfg.reward, run.model, run.tok, run.dir)
+            run.rewards = build_reward_runner(cfg.reward, run.model, run.tok, run.dir, cfg.dist)
         while run.state.stage_idx < len(cfg.stages):
             idx, first_line, fresh = run.state.stage_idx, run.log.lines, run.state.stage_step == 0
             if fresh and _reuse_stage(run):
@@ -186,6 +186,10 @@ def train(cfg: Config, resume: bool = False) -> Run:
             sink.close()
         if run.rewards is not None:
             run.rewards.close()
+        if cfg.dist.enabled:  # a Ray cluster this run started ends with it
+            from rftkit.dist.cluster import shutdown_ray
+
+            shutdown_ray()
     return run
 
 
@@ -263,7 +267,7 @@ def train_stage(run: Run) -> None:
             parts.controller.load_state_dict(st.controller)
     bar = StageProgress(cfg.progress)
     bar.start(stage.name, stage.steps, st.stage_step)
-    services = StageServices(cfg, parts, stage.steps, lambda s: step_seed(cfg.seed, start + s))
+    services = StageServices(cfg, parts, stage.steps, lambda s: step_seed(cfg.seed, start + s), update_policy, rollout)
     try:
         while st.stage_step < stage.steps:
             metrics = run_step(parts, update, st.global_step, st.stage_step / max(1, stage.steps),
@@ -353,7 +357,9 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
     """Evaluate the current policy on the configured splits; log, and save if at a stage end."""
     cfg, results = run.cfg, {}
     t0 = time.perf_counter()
-    gen = GENERATORS.bind(cfg.rollout.engine)(run.model, run.tok)
+    # the stage's engine when it samples the policy itself (a vLLM instance or Ray workers are not rebuilt)
+    own = getattr(parts.generator, "model", None) is run.model
+    gen = parts.generator if own else GENERATORS.bind(cfg.rollout.engine)(run.model, run.tok)
     spec = build_scaling(cfg.eval.scaling, run.dir, cfg.model.device)
     scaling = {} if spec is None else {"scaling": spec}
     # at a stage's end only: mid-stage, the stage's bar is live and rich shows one live display
@@ -372,6 +378,8 @@ def run_eval(run: Run, parts: StepParts, stage: str, save: bool) -> dict[str, di
                 with (out / f"{stage}_{split}.jsonl").open("w") as f:
                     for r in records:
                         f.write(json.dumps(r) + "\n")
+    if not own and hasattr(gen, "close"):  # an engine built for this evaluation (vLLM) frees its memory
+        gen.close()
     metrics = {f"eval/{s}/{k}": v for s, res in results.items() for k, v in res.items() if "/d" not in k}
     metrics["time/eval"] = time.perf_counter() - t0
     _log(run, stage, metrics)

@@ -138,9 +138,10 @@ def _needs_processes(components) -> bool:
     return False
 
 
-def build_reward_runner(cfg: RewardCfg, model, tok, base: Path):
+def build_reward_runner(cfg: RewardCfg, model, tok, base: Path, dist=None):
     """A RewardRunner, its worker processes started if a component runs there (they import
-    torch and math-verify: seconds, and memory per worker); the caller closes it."""
+    torch and math-verify: seconds, and memory per worker); the caller closes it. With
+    `dist.reward_workers`, those calls run as Ray tasks instead (dist/reward_workers.py)."""
     import rftkit.rewards as R
 
     try:
@@ -150,5 +151,14 @@ def build_reward_runner(cfg: RewardCfg, model, tok, base: Path):
                             overlong=R.Overlong(**cfg.overlong) if cfg.overlong else None)
     except (RegistryError, TypeError, ValueError, R.RewardFnError) as e:
         raise ConfigError(f"reward: {e}") from None
-    runner = R.RewardRunner(spec, workers=cfg.workers, timeout=cfg.timeout, fallback=cfg.fallback)
+    pool = None
+    if dist is not None and dist.reward_workers:
+        if not _needs_processes(comps):
+            raise ConfigError(f"dist.reward_workers={dist.reward_workers}: no reward component runs in worker "
+                              f"processes (reward.components[*].isolation 'process', or a user reward function), "
+                              f"so Ray reward workers would run nothing; set dist.reward_workers=0")
+        from rftkit.dist.reward_workers import ray_backend
+
+        pool = ray_backend(dist)
+    runner = R.RewardRunner(spec, workers=cfg.workers, timeout=cfg.timeout, fallback=cfg.fallback, pool=pool)
     return runner.start() if _needs_processes(comps) else runner
