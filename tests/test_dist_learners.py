@@ -54,6 +54,7 @@ def _rank(rank: int, world: int, strategy: str, port: int, args: tuple, out: str
     for step in range(steps):
         metrics, state, tensors = learner.update(UpdateState(), batch, demos, weights, step, None, lr)
         results.append(metrics)
+        learner.optimizer_state()  # what a checkpoint does between steps: must leave the moments as they are
     opt = learner.optimizer_state()
     learner.close()
     if rank == 0:

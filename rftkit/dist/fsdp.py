@@ -60,9 +60,7 @@ def _distributed_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's state dict with full tensors (a collective for DTensors: call on every rank)."""
-    sd = optimizer.state_dict()
-    for s in sd["state"].values():
-        for k, v in s.items():
-            if hasattr(v, "full_tensor"):
-                s[k] = v.full_tensor()
+    sd = optimizer.state_dict()  # its per-parameter dicts are the optimizer's own: build new ones
+    sd["state"] = {idx: {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in s.items()}
+                   for idx, s in sd["state"].items()}
     return sd

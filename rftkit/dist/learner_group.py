@@ -45,9 +45,11 @@ class LearnerGroup:
         try:
             return ray.get([call(w) for w in self.workers])
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            n = len(self.workers)
             self.close()
-            raise LearnerDied(f"a learner of the group (dist.learners={len(self.workers)}) failed: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; the last "
+            lines = [x for x in str(e).splitlines() if x.strip()]
+            raise LearnerDied(f"a learner of the group (dist.learners={n}) failed: "
+                              f"{type(e).__name__}: {lines[-1].strip() if lines else ''}; the last "
                               f"checkpoint is intact: continue with `rftkit run ... --resume`") from None
 
     def pids(self) -> list[int]:

@@ -289,9 +289,16 @@ def train_stage(run: Run) -> None:
                 run_eval(run, parts, stage.name, save=False)
             if st.stage_step % cfg.checkpoint.every == 0 or st.stage_step == stage.steps:
                 _checkpoint(run, parts, update)
+        bar.stop()
+        _finish_stage(run, parts, stage, update)  # the final eval may sample with the stage's engine
     finally:
         bar.stop()
         services.close()
+
+
+def _finish_stage(run: Run, parts: StepParts, stage, update: UpdateState) -> None:
+    """Save the stage's model (and reward model), evaluate it, move the state to the next stage."""
+    st = run.state
     save_model(run.model, run.tok, run.dir / "models" / stage.name)
     if parts.scorer is not None:  # a reward-model stage: save the RM, report its held-out pair accuracy
         from rftkit.train.reward_stage import finish_reward_model
