@@ -3,7 +3,9 @@
     python benchmarks/async_step.py            # default recipe's GRPO stage, micro model, 12 steps
     python benchmarks/async_step.py --smoke    # seconds: nano model, 3 steps (the test suite runs this)
 
-Each variant trains the same GRPO stage from the same random init with `model.threads=1`:
+Each variant trains the same GRPO stage from the same random init with `model.threads=1` and
+`rl.skip_inert_rows: false` (a random model's rewards are all 0: with the skip on, the update
+would do nothing):
 
 - `sync`: rollout then update, one after the other, on one core;
 - `async, thread`: the rollout of step t+1 runs on a background thread of the driver (its own
@@ -36,7 +38,9 @@ VARIANTS = {"sync": {}, "async, thread": {"async": {"max_staleness": 1}},
 def run(name: str, dist: dict, steps: int, smoke: bool, out: Path) -> dict:
     tree = recipe_tree("default")
     rl = next(s for s in tree["stages"] if s["name"] == "rl")
-    rl.update(steps=steps)
+    # random init: every reward is 0, so the inert-row skip would leave no update to overlap;
+    # off, the update does the full work of a learning step
+    rl.update(steps=steps, rl={**rl.get("rl", {}), "skip_inert_rows": False})
     if smoke:
         rl.update(batch_size=4)
         tree["model"] = {"size": "nano"}

@@ -35,6 +35,7 @@ from rftkit.model.hf_tokenizer import problem_prompt_ids
 from rftkit.model.reward_model import RewardScorer
 from rftkit.registry import Bound, RegistryError
 from rftkit.rollout.base import GENERATORS, SamplingParams
+from rftkit.rollout.vllm_engine import check_vllm
 from rftkit.tasks.base import TASKS
 from rftkit.train.controllers import CONTROLLERS
 from rftkit.train.critic import Critic
@@ -133,6 +134,7 @@ def check_bounds(cfg: Config) -> None:
     `rftkit.config`)."""
     check_device(cfg.model.device)
     check_dist(cfg, lambda s: _needs(stage_binds(s)))
+    check_vllm(cfg)
     if cfg.model.train_vision and not cfg.model.path:
         raise ConfigError("model.train_vision applies to a Hugging Face vision-language model (model.path); the "
                           "built-in VLM (model.vision) always trains its encoder")
