@@ -1,7 +1,9 @@
 """The Generator protocol: anything that turns prompts into sampled completions.
 
-Implementations: `KVCacheEngine` (ours, any torch device). Later engines (vLLM, HF
-`generate`) return the same `Generation`, so the loop never knows which one it holds.
+Implementations: `KVCacheEngine` (ours, "kv", any torch device), `HFGenerateEngine`
+("hf_generate", transformers' `generate`), `VLLMEngine` ("vllm"), and the Ray rollout service
+(rftkit/dist/rollout_workers.py) over any of them. All return the same `Generation`, so the
+loop never knows which one it holds.
 """
 
 from __future__ import annotations
