@@ -174,3 +174,22 @@ def test_two_learners_and_two_rollout_workers_train_and_resume(tmp_path, strateg
     rftkit("run", "--resume", str(tmp_path / "b" / "killed"))
     _same_weights(full, tmp_path / "b" / "killed")
 
+
+@pytest.mark.parametrize("recipe", ["luffy", "relift", "cur_dump", "cur_pcl"])
+def test_hybrids_and_curricula_run_async(recipe, tmp_path):
+    """Hybrids (demonstrations in the group, a demonstration buffer) and curricula (samplers
+    with state, updated one step late) train with rollouts one step ahead."""
+    from test_recipes import shrink
+
+    from rftkit.config import validate
+    from rftkit.recipe_base import find_recipe, load_recipe
+    from rftkit.train.loop import train
+
+    tree = shrink(load_recipe(find_recipe(recipe)), tmp_path)
+    tree["stages"][-1]["steps"] = 4
+    tree["dist"] = {"async": {"max_staleness": 1}}
+    run = train(validate(tree, recipe))
+    stale = [r["rollout/staleness"] for r in _records(run.dir) if "rollout/staleness" in r]
+    assert stale and max(stale) == 1.0
+    assert (run.dir / "eval" / f"{tree['stages'][-1]['name']}.json").is_file()
+

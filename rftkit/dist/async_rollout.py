@@ -56,6 +56,9 @@ class LockedSampler:
         with self.lock:
             self.inner.load_state_dict(state)
 
+    def __getattr__(self, name: str):  # anything else (read-only knobs) from the sampler itself
+        return getattr(self.inner, name)
+
 
 class RolloutCopy:
     """A copy of the policy that only the rollout thread reads, and the engine over it."""
