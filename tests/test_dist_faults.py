@@ -28,6 +28,8 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from test_dist_rollout import cluster, tiny_gpt  # noqa: E402, F401  (the module's Ray cluster, autouse)
+
 from rftkit.config_parts import DistCfg  # noqa: E402
 from rftkit.dist.reward_workers import RayRewardPool  # noqa: E402
 from rftkit.dist.rollout_workers import (  # noqa: E402
@@ -37,7 +39,6 @@ from rftkit.dist.rollout_workers import (  # noqa: E402
     chunk_seed,
     concat_generations,
 )
-from rftkit.model.io import build_model  # noqa: E402
 from rftkit.model.tokenizer import CharTokenizer  # noqa: E402
 from rftkit.rewards import Component, RewardRunner, RewardSpec, load_reward_fn  # noqa: E402
 from rftkit.rollout.base import GENERATORS, SamplingParams  # noqa: E402
@@ -68,18 +69,6 @@ class StallingTokenizer(CharTokenizer):
                     f.write(str(os.getpid()))
                 time.sleep(60)
         return super().decode(ids)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def tiny_gpt(seed: int = 0):
-    torch.manual_seed(seed)
-    return build_model("nano", 64, TOK)
 
 
 def prompts() -> list[list[int]]:

@@ -47,6 +47,19 @@ def _plain_records(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("dist/")} for r in _records(run)]
 
 
+def _kill_and_resume(full: Path, tmp_path: Path, step: int) -> Path:
+    """Rerun `full`'s config, SIGKILL it after checkpoint `step`, resume it: the same weights."""
+    tree = yaml.safe_load((full / "config.yaml").read_text())
+    tree.pop("out_dir")
+    tree["name"] = "killed"
+    recipe = tmp_path / "killed.yaml"
+    recipe.write_text(yaml.safe_dump(tree))
+    kill_after_checkpoint(recipe, tmp_path / "b", "killed", step)
+    rftkit("run", "--resume", str(tmp_path / "b" / "killed"))
+    _same_weights(full, tmp_path / "b" / "killed")
+    return tmp_path / "b" / "killed"
+
+
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("plain"), "plain")
@@ -85,15 +98,8 @@ def test_async_one_step_trains_on_older_rollouts_and_resumes_exactly(tmp_path):
     cfg = (full / "config.yaml").read_text()
     assert "tis_cap: 2.0" in cfg  # the behaviour correction async turns on
     # kill after the first RL checkpoint (global step 2 + 3 = 5) and resume
-    tree = yaml.safe_load(cfg)
-    tree.pop("out_dir")
-    tree["name"] = "async_k"
-    recipe = tmp_path / "async.yaml"
-    recipe.write_text(yaml.safe_dump(tree))
-    kill_after_checkpoint(recipe, tmp_path / "b", "async_k", 5)
-    rftkit("run", "--resume", str(tmp_path / "b" / "async_k"))
-    _same_weights(full, tmp_path / "b" / "async_k")
-    assert _records(full) == _records(tmp_path / "b" / "async_k")
+    resumed = _kill_and_resume(full, tmp_path, 5)
+    assert _records(full) == _records(resumed)
 
 
 def _descendants(root: int, title: str) -> list[int]:
@@ -163,14 +169,7 @@ def test_two_learners_and_two_rollout_workers_train_and_resume(tmp_path, strateg
     assert len(losses) == 6 and all(math.isfinite(x) for x in losses)
     if strategy == "ddp":  # DDP's kill-and-resume is the learner test above; FSDP2 gathers its sharded state
         return
-    tree = yaml.safe_load((full / "config.yaml").read_text())
-    tree.pop("out_dir")
-    tree["name"] = "killed"
-    recipe = tmp_path / "killed.yaml"
-    recipe.write_text(yaml.safe_dump(tree))
-    kill_after_checkpoint(recipe, tmp_path / "b", "killed", 4)
-    rftkit("run", "--resume", str(tmp_path / "b" / "killed"))
-    _same_weights(full, tmp_path / "b" / "killed")
+    _kill_and_resume(full, tmp_path, 4)
 
 
 @pytest.mark.parametrize("recipe", ["luffy", "relift", "cur_dump", "cur_pcl"])
