@@ -72,13 +72,6 @@ class LearnerGroup:
         """Rank 0's optimizer state into the driver's (what a checkpoint saves)."""
         optimizer.load_state_dict(self._all(lambda w: w.optimizer_state.remote())[0])
 
-    def set_reference(self, model) -> None:
-        """The driver's reference moved (a ProRL reset): the learners' copies follow."""
-        import ray
-
-        ref = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        self._all(lambda w: w.set_reference.remote(ref))
-
     def close(self) -> None:
         import ray
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -52,7 +52,6 @@ class LearnerParts:
     skip_inert_rows: bool
     controller: object | None = None  # only tested for None-ness by the update (the driver runs it)
     shard: object | None = None
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, parts) -> LearnerParts:
@@ -144,9 +143,6 @@ class Learner:
 
         sd = full_optimizer_state(self.parts.optimizer)
         return sd if self.rank == 0 else None
-
-    def set_reference(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.parts.ref_model.load_state_dict(tensors)
 
     def close(self) -> None:
         import torch.distributed as dist
