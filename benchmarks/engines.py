@@ -54,10 +54,11 @@ def best_times(fns: dict, reps: int) -> dict[str, tuple[float, int]]:
 
 
 def hf_generate(policy, tok, texts: list[str], group: int, new_tokens: int):
-    """`model.generate` on left-padded prompts (num_return_sequences = group); generated tokens
-    up to the first eos, as the engines count them."""
+    """`model.generate` on left-padded prompts (num_return_sequences = group) on the policy's
+    device; generated tokens up to the first eos, as the engines count them (also used by
+    gpu_scaleout.py)."""
     hf = policy.hf_model.eval()
-    enc = tok.hf(texts, return_tensors="pt", padding=True, padding_side="left")
+    enc = tok.hf(texts, return_tensors="pt", padding=True, padding_side="left").to(next(hf.parameters()).device)
     plen = enc["input_ids"].shape[1]
 
     def run() -> int:
@@ -65,7 +66,7 @@ def hf_generate(policy, tok, texts: list[str], group: int, new_tokens: int):
             out = hf.generate(**enc, max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                               num_return_sequences=group, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id)
         is_eos = (out[:, plen:] == tok.eos_id).int()
-        return int(((is_eos.cumsum(1) - is_eos) == 0).sum())
+        return int(((is_eos.cumsum(1) - is_eos) == 0).sum())  # int() waits for a GPU
 
     return run
 

@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import engines  # noqa: E402
 
 # Settings per mode; --new-tokens / --steps / --warmup / --reps override them.
 GPU = dict(size="0.5b", max_pos=512, device="cuda", gen_dtype="bfloat16", grpo_dtype="bf16-mixed",
@@ -74,7 +75,6 @@ def have(module: str) -> bool:
 
 def part_generate(a: dict) -> dict:
     """Row 1: {layout: tokens/s of vLLM (when installed) and of HF generate, tokens, seconds}."""
-    import engines
 
     from rftkit.model.hf import load_hf_policy
     from rftkit.model.hf_tokenizer import load_hf_tokenizer
@@ -91,7 +91,7 @@ def part_generate(a: dict) -> dict:
     out = {"vllm": "installed" if vllm else "not installed", "params": common.n_params(policy.hf_model)}
     for name, (n_prompts, group) in a["layouts"].items():
         params = SamplingParams(n=group, max_new_tokens=a["new_tokens"], temperature=1.0, seed=0)
-        fns = {"generate": _hf_generate(policy, tok, texts[:n_prompts], group, a["new_tokens"])}
+        fns = {"generate": engines.hf_generate(policy, tok, texts[:n_prompts], group, a["new_tokens"])}
         if vllm:
             fns["vllm"] = engines.engine_call(vllm, [tok.prompt_ids(t) for t in texts[:n_prompts]], params)
         row = {"prompts": n_prompts, "group": group, "new_tokens": a["new_tokens"]}
@@ -101,22 +101,6 @@ def part_generate(a: dict) -> dict:
     if vllm:
         vllm.close()
     return out
-
-
-def _hf_generate(policy, tok, texts: list[str], group: int, new_tokens: int):
-    """`model.generate` on the policy's device; returns generated tokens up to the first eos."""
-    hf = policy.hf_model
-    enc = tok.hf(texts, return_tensors="pt", padding=True, padding_side="left").to(next(hf.parameters()).device)
-    plen = enc["input_ids"].shape[1]
-
-    def run() -> int:
-        with torch.no_grad():
-            out = hf.generate(**enc, max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                              num_return_sequences=group, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id)
-        is_eos = (out[:, plen:] == tok.eos_id).int()
-        return int(((is_eos.cumsum(1) - is_eos) == 0).sum())  # int() waits for the GPU
-
-    return run
 
 
 def part_grpo_rftkit(a: dict) -> dict:

@@ -9,9 +9,8 @@ The kill lands mid-call deterministically: `StallingTokenizer.decode` (the engin
 step when stop strings are set) writes its process id to a file and sleeps, once; the test
 kills that process. Workers unpickle this module's classes by value (registered below).
 
-TODO (needs the loop wiring, rftkit/train/loop.py): kill a rollout worker mid-run in
-`rftkit.train.loop.train(cfg)` with dist.rollout_workers=1; the run finishes and trains as many
-samples as the uninterrupted run.
+The whole-run case (a rollout worker killed mid-run; the run finishes with the same samples,
+rewards, losses and weights as the uninterrupted one) is in tests/test_dist_run.py.
 """
 
 from __future__ import annotations
