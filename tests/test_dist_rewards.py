@@ -157,3 +157,23 @@ def test_more_workers_than_the_cluster_holds(monkeypatch):
     assert ray_backend(DistCfg()) is None
     with pytest.raises(ValueError, match="workers must be >= 1"):
         RayRewardPool(0)
+
+
+def test_the_reward_workers_key_reaches_the_runner(tmp_path):
+    """`dist.reward_workers` through the builder the loop uses: the runner's process calls go
+    to Ray tasks and score as locally; a reward section with nothing to run there is refused."""
+    from rftkit.config import RewardCfg
+    from rftkit.config_parts import DistCfg
+    from rftkit.dist.reward_workers import RayRewardPool
+    from rftkit.train.rewards_build import build_reward_runner
+
+    cfg = RewardCfg(components=[{"name": "exact_p", "verifier": "exact", "isolation": "process"}])
+    with build_reward_runner(cfg, None, None, tmp_path) as local:
+        want = local.evaluate(PROBLEMS, COMPLETIONS)
+    runner = build_reward_runner(cfg, None, None, tmp_path, DistCfg(reward_workers=1))
+    with runner:
+        assert isinstance(runner._pool, RayRewardPool)
+        assert runner.evaluate(PROBLEMS, COMPLETIONS) == want
+    inline = RewardCfg(components=[{"name": "exact_i", "verifier": "exact", "isolation": "inline"}])
+    with pytest.raises(ConfigError, match="dist.reward_workers=1: no reward component runs in worker processes"):
+        build_reward_runner(inline, None, None, tmp_path, DistCfg(reward_workers=1))
