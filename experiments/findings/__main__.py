@@ -1,0 +1,67 @@
+"""Run findings of the gallery (docs/findings.md).
+
+    python -m experiments.findings --list
+    python -m experiments.findings --only F1 F12 [--seeds 0 1 2]
+    python -m experiments.findings               # every finding, in order
+
+Each finding trains what it needs under runs/findings/ (resumable: a finished run is read back
+from the finding's results log), prints its numbers and verdict, writes its plot to
+docs/img/findings/ and its section of docs/findings.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from experiments.findings import FINDINGS
+from experiments.findings.common import Ctx
+from experiments.findings.gallery import write_section
+
+
+def load(fid: str):
+    if fid not in FINDINGS:
+        raise SystemExit(f"unknown finding {fid!r}; --list shows them: {', '.join(FINDINGS)}")
+    return importlib.import_module(f"experiments.findings.{FINDINGS[fid]}")
+
+
+def run_one(fid: str, ctx: Ctx) -> None:
+    mod = load(fid)
+    print(f"== {fid}. {mod.TITLE}", flush=True)
+    t0 = time.perf_counter()
+    result = mod.run(ctx)
+    minutes = (time.perf_counter() - t0) / 60
+    print(result.table)
+    print(f"{fid} verdict: {result.verdict}. {result.reason}", flush=True)
+    doc = write_section(ctx, mod, result, minutes)
+    print(f"{fid}: {minutes:.1f} min; wrote {doc}" + (f" and {result.plot}" if result.plot else ""), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experiments.findings", description=__doc__.splitlines()[0])
+    ap.add_argument("--list", action="store_true", help="list the findings and exit")
+    ap.add_argument("--only", nargs="+", metavar="ID", help="run these findings (e.g. F1 F12)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="a few steps each (a smoke test; numbers mean nothing)")
+    ap.add_argument("--out", type=Path, default=None, help="runs folder (default runs/findings)")
+    ap.add_argument("--docs", type=Path, default=None, help="docs folder to write (default docs/)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for fid in FINDINGS:
+            mod = load(fid)
+            print(f"{fid:4} {mod.SHORT}  [{mod.BUDGET}]")
+        return
+    ctx = Ctx(seeds=args.seeds, quick=args.quick)
+    if args.out:
+        ctx.root = args.out
+    if args.docs:
+        ctx.docs = args.docs
+    for fid in args.only or list(FINDINGS):
+        run_one(fid, ctx)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
