@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,12 +29,21 @@ def load(fid: str):
     return importlib.import_module(f"experiments.findings.{FINDINGS[fid]}")
 
 
+def spent(ctx: Ctx, fid: str, minutes: float) -> float:
+    """Minutes this finding has taken over all its invocations (a resumed run adds its part)."""
+    log = ctx.dir(fid, "minutes.json")
+    total = (json.loads(log.read_text())["minutes"] if log.is_file() else 0.0) + minutes
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({"minutes": total}))
+    return total
+
+
 def run_one(fid: str, ctx: Ctx) -> None:
     mod = load(fid)
     print(f"== {fid}. {mod.TITLE}", flush=True)
     t0 = time.perf_counter()
     result = mod.run(ctx)
-    minutes = (time.perf_counter() - t0) / 60
+    minutes = spent(ctx, fid, (time.perf_counter() - t0) / 60)
     print(result.table)
     print(f"{fid} verdict: {result.verdict}. {result.reason}", flush=True)
     doc = write_section(ctx, mod, result, minutes)

@@ -49,7 +49,8 @@ def section(mod, result: Result, minutes: float, seeds: list[int]) -> str:
     lines = [f"<!-- {fid}:begin -->", f'<a id="{fid.lower()}"></a>', f"## {fid}. {mod.TITLE}", "",
              f"**Paper.** {mod.PAPER}", "", f"**Claim.** {mod.CLAIM}", "", f"**Setup.** {mod.SETUP.strip()}", "",
              f"**Command.** `python -m experiments.findings --only {fid}{seeds_arg}` ({len(seeds)} seeds; "
-             f"{minutes:.0f} min on the 2-core machine, another finding running beside it)", ""]
+             f"{minutes:.0f} min in all on the 2-core machine, with other findings running beside it; runs shared "
+             "with another finding are counted where they were trained)", ""]
     if result.plot is not None:
         lines += [f"![{fid}](img/findings/{result.plot.name})", ""]
     lines += [result.table.strip(), "", f"**Verdict: {result.verdict}.** {result.reason}", ""]
