@@ -231,6 +231,8 @@ def test_nft_hand_values_and_rft():
     assert rft.flatten().tolist() == A([0.05, 0.0], abs=1e-6)
     with pytest.raises(ValueError, match="rewards"):
         POLICY_LOSSES.get("nft")(low, low, low, mask)
+    with pytest.raises(ValueError, match="rate_clip must be in"):  # 0 would divide by zero on a uniform group
+        POLICY_LOSSES.get("nft")(low, low, low, mask, rate_clip=0.0, **kw)
 
 
 # ---- clip_cov / kl_cov ---------------------------------------------------------------------

@@ -43,11 +43,17 @@ def order_key(fid: str) -> tuple[int, str]:
     return (int(digits) if digits else 999, fid)
 
 
+def sep(text: str) -> str:
+    """A list starts on its own line after its bold label; prose continues the label's line."""
+    return "\n\n" if text.strip().startswith(("- ", "* ", "1. ")) else " "
+
+
 def section(mod, result: Result, minutes: float, seeds: list[int]) -> str:
     fid = mod.ID
     seeds_arg = "" if seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, seeds))
     lines = [f"<!-- {fid}:begin -->", f'<a id="{fid.lower()}"></a>', f"## {fid}. {mod.TITLE}", "",
-             f"**Paper.** {mod.PAPER}", "", f"**Claim.** {mod.CLAIM}", "", f"**Setup.** {mod.SETUP.strip()}", "",
+             f"**Paper.** {mod.PAPER}", "", f"**Claim.** {mod.CLAIM}", "",
+             f"**Setup.**{sep(mod.SETUP)}{mod.SETUP.strip()}", "",
              f"**Command.** `python -m experiments.findings --only {fid}{seeds_arg}` ({len(seeds)} seeds; "
              f"{minutes:.0f} min in all on the 2-core machine, with other findings running beside it; runs shared "
              "with another finding are counted where they were trained)", ""]

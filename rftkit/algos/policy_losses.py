@@ -87,6 +87,8 @@ def nft_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     c = rewards.float()
     if bool((c < 0).any() or (c > 1).any()):
         raise ValueError("policy loss 'nft' needs rewards in [0, 1] (correctness)")
+    if not 0.0 < rate_clip < 0.5:  # r = 0 or 1 (an all-wrong or all-right group) divides by zero: NaN
+        raise ValueError(f"nft rate_clip must be in (0, 0.5), got {rate_clip}")
     rate = group_reward_mean.float().clamp(rate_clip, 1.0 - rate_clip)[:, None]
     lr = _log_ratio(logp, old_logp, mask)
     ratio = lr.clamp(max=10.0).exp()
