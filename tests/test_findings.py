@@ -24,15 +24,15 @@ def test_sections_keep_finding_order_and_the_summary_follows_the_verdicts(tmp_pa
     ctx = Ctx(root=tmp_path, docs=tmp_path / "docs", seeds=[0, 1, 2])
     for fid, verdict in (("F12", "partly"), ("F7", "reproduced"), ("F1b", "not reproduced")):
         Fake.ID = fid
-        write_section(ctx, Fake, Result(verdict, "why", f"head {fid}", "| a |\n|---|"), 1.0)
+        write_section(ctx, Fake, Result(verdict, "why", f"head {fid}", "| a |\n|---|"), {"minutes": 1.0})
     Fake.ID = "F7"
-    write_section(ctx, Fake, Result("inconclusive", "rerun", "new head", "| b |\n|---|"), 2.0)
+    write_section(ctx, Fake, Result("inconclusive", "rerun", "new head", "| b |\n|---|"), {"minutes": 2.0, "cpu": 1.5})
     text = (tmp_path / "docs" / "findings.md").read_text()
     assert text.index("## F1b.") < text.index("## F7.") < text.index("## F12.")
     assert text.count("## F7.") == 1 and "rerun" in text and "**Verdict: reproduced.**" not in text
     assert "| [F7](#f7) | short claim | **inconclusive** | new head |" in text
     assert "| [F12](#f12) | short claim | **partly** | head F12 |" in text
-    assert "--only F7` (3 seeds; 2 min" in text
+    assert "--only F7` (3 seeds; 2 min wall, 2 CPU-min on" in text
 
 
 def test_a_verdict_outside_the_four_is_refused():

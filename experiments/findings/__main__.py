@@ -29,25 +29,32 @@ def load(fid: str):
     return importlib.import_module(f"experiments.findings.{FINDINGS[fid]}")
 
 
-def spent(ctx: Ctx, fid: str, minutes: float) -> float:
-    """Minutes this finding has taken over all its invocations (a resumed run adds its part)."""
+def spent(ctx: Ctx, fid: str, wall: float, cpu: float) -> dict:
+    """Wall and CPU minutes this finding has taken over all its invocations (a resumed run adds
+    its part). CPU is this process's time; the runs use one torch thread, so it is about the
+    wall time the finding would take alone on one core. A log written before CPU time was kept
+    has no "cpu" and keeps none."""
     log = ctx.dir(fid, "minutes.json")
-    total = (json.loads(log.read_text())["minutes"] if log.is_file() else 0.0) + minutes
+    old = json.loads(log.read_text()) if log.is_file() else {"minutes": 0.0, "cpu": 0.0}
+    total = {"minutes": old["minutes"] + wall}
+    if "cpu" in old:
+        total["cpu"] = old["cpu"] + cpu
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(json.dumps({"minutes": total}))
+    log.write_text(json.dumps(total))
     return total
 
 
 def run_one(fid: str, ctx: Ctx) -> None:
     mod = load(fid)
     print(f"== {fid}. {mod.TITLE}", flush=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = mod.run(ctx)
-    minutes = spent(ctx, fid, (time.perf_counter() - t0) / 60)
+    took = spent(ctx, fid, (time.perf_counter() - t0) / 60, (time.process_time() - c0) / 60)
     print(result.table)
     print(f"{fid} verdict: {result.verdict}. {result.reason}", flush=True)
-    doc = write_section(ctx, mod, result, minutes)
-    print(f"{fid}: {minutes:.1f} min; wrote {doc}" + (f" and {result.plot}" if result.plot else ""), flush=True)
+    doc = write_section(ctx, mod, result, took)
+    print(f"{fid}: {took['minutes']:.1f} min; wrote {doc}" + (f" and {result.plot}" if result.plot else ""),
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         for fid in FINDINGS:
             mod = load(fid)
-            print(f"{fid:4} {mod.SHORT}  [{mod.BUDGET}]")
+            print(f"{fid:4} {mod.SHORT}  [estimate: {mod.BUDGET}]")
         return
     ctx = Ctx(seeds=args.seeds, quick=args.quick)
     if args.out:

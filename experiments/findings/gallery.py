@@ -48,15 +48,23 @@ def sep(text: str) -> str:
     return "\n\n" if text.strip().startswith(("- ", "* ", "1. ")) else " "
 
 
-def section(mod, result: Result, minutes: float, seeds: list[int]) -> str:
+def took_text(took: dict) -> str:
+    """What the finding's runs cost: wall minutes on the 2-core machine (shared with the other
+    findings running then) and, where kept, CPU minutes (one torch thread: about the wall time
+    on an idle core). Runs shared between findings count where they were trained."""
+    cpu = f", {took['cpu']:.0f} CPU-min" if "cpu" in took else ""
+    return (f"{took['minutes']:.0f} min wall{cpu} on the 2-core machine, other findings running beside it; "
+            "runs shared with another finding counted where they were trained")
+
+
+def section(mod, result: Result, took: dict, seeds: list[int]) -> str:
     fid = mod.ID
     seeds_arg = "" if seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, seeds))
     lines = [f"<!-- {fid}:begin -->", f'<a id="{fid.lower()}"></a>', f"## {fid}. {mod.TITLE}", "",
              f"**Paper.** {mod.PAPER}", "", f"**Claim.** {mod.CLAIM}", "",
              f"**Setup.**{sep(mod.SETUP)}{mod.SETUP.strip()}", "",
              f"**Command.** `python -m experiments.findings --only {fid}{seeds_arg}` ({len(seeds)} seeds; "
-             f"{minutes:.0f} min in all on the 2-core machine, with other findings running beside it; runs shared "
-             "with another finding are counted where they were trained)", ""]
+             f"{took_text(took)})", ""]
     if result.plot is not None:
         lines += [f"![{fid}](img/findings/{result.plot.name})", ""]
     lines += [result.table.strip(), "", f"**Verdict: {result.verdict}.** {result.reason}", ""]
@@ -79,13 +87,13 @@ def summary(blocks: dict[str, str], link: str) -> str:
     return "\n".join(rows)
 
 
-def write_section(ctx: Ctx, mod, result: Result, minutes: float) -> Path:
+def write_section(ctx: Ctx, mod, result: Result, took: dict) -> Path:
     """Put this finding's section into docs/findings.md (the others kept), rebuild the summary,
     and the README's gallery table when the docs are the repository's."""
     doc = ctx.docs / FINDINGS_DOC
     text = doc.read_text() if doc.is_file() else ""
     blocks = {m.group(1): m.group(0) for m in _BLOCK.finditer(text)}
-    blocks[mod.ID] = section(mod, result, minutes, ctx.seeds)
+    blocks[mod.ID] = section(mod, result, took, ctx.seeds)
     body = "\n".join(blocks[f] for f in sorted(blocks, key=order_key))
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(f"{INTRO}\n## Summary\n\n{summary(blocks, '')}\n\n{body}")
