@@ -18,6 +18,7 @@ from pathlib import Path
 
 from experiments.runlog import ROOT, fmt, run_all  # noqa: F401  (re-exported for the findings)
 from rftkit.config import validate
+from rftkit.plugins import import_file
 from rftkit.recipe_base import recipe_tree
 from rftkit.train.build import check_names
 from rftkit.train.loop import train
@@ -104,6 +105,8 @@ def train_tree(ctx: Ctx, tree: dict, where: Path, name: str, seed: int = 0) -> P
     if (where / name).exists():
         shutil.rmtree(where / name)
     cfg = validate(tree, f"{where.name}/{name}")
+    for file in cfg.imports:  # as `rftkit run` does before checking names: parts.py registers demo sources
+        import_file(file)
     check_names(cfg)
     return train(cfg).dir
 

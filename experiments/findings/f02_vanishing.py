@@ -32,7 +32,6 @@ from rftkit.algos.losses import AGGREGATIONS, POLICY_LOSSES, totals_of
 from rftkit.eval.evaluate import encode_prompts
 from rftkit.model.io import load_model
 from rftkit.model.logprobs import token_logprobs
-from rftkit.plugins import import_file
 from rftkit.rollout.base import GENERATORS, SamplingParams
 from rftkit.tasks.base import TASKS, verify
 
@@ -170,7 +169,6 @@ def scatter(ctx: Ctx, seed: int) -> dict:
 
 
 def run(ctx: Ctx) -> Result:
-    import_file(str(PARTS))  # train_tree checks names before train() would import `imports:`
     rows = run_all(ctx.dir(ID, "results.jsonl"), "arm", ARMS, ctx.seeds,
                    lambda arm, seed: scatter(ctx, seed) if arm == "scatter" else rl_run(ctx, arm, seed))
     return _result(ctx, {a: [r for r in rows if r["arm"] == a] for a in ARMS})
