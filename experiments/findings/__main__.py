@@ -33,12 +33,14 @@ def spent(ctx: Ctx, fid: str, wall: float, cpu: float) -> dict:
     """Wall and CPU minutes this finding has taken over all its invocations (a resumed run adds
     its part). CPU is this process's time; the runs use one torch thread, so it is about the
     wall time the finding would take alone on one core. A log written before CPU time was kept
-    has no "cpu" and keeps none."""
+    has no "cpu" and keeps none; a "note" (a cost measured outside the command) is kept."""
     log = ctx.dir(fid, "minutes.json")
     old = json.loads(log.read_text()) if log.is_file() else {"minutes": 0.0, "cpu": 0.0}
     total = {"minutes": old["minutes"] + wall}
     if "cpu" in old:
         total["cpu"] = old["cpu"] + cpu
+    if "note" in old:  # written by hand where the runs were trained outside this command
+        total["note"] = old["note"]
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(json.dumps(total))
     return total

@@ -52,6 +52,8 @@ def took_text(took: dict) -> str:
     """What the finding's runs cost: wall minutes on the 2-core machine (shared with the other
     findings running then) and, where kept, CPU minutes (one torch thread: about the wall time
     on an idle core). Runs shared between findings count where they were trained."""
+    if "note" in took:  # a cost measured outside this command (its runs were trained elsewhere and read back)
+        return took["note"]
     cpu = f", {took['cpu']:.0f} CPU-min" if "cpu" in took else ""
     return (f"{took['minutes']:.0f} min wall{cpu} on the 2-core machine, other findings running beside it; "
             "runs shared with another finding counted where they were trained")
