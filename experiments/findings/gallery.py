@@ -31,6 +31,12 @@ A verdict says whether the paper's signature appears here: **reproduced**, **par
 signature is absent or reversed) or **inconclusive** (the spread over seeds is larger than the
 effect). A tiny model on a synthetic task is not the paper's setting: a verdict is about this
 testbed, and each section says what differs.
+
+**Cost.** Each section's command line gives the wall minutes its runs took here. They were
+measured with up to five findings running at once on the 2 cores (load about 10), so they are
+several times what a finding takes alone; CPU minutes (one torch thread per run), where kept,
+are close to the time alone. `--list` shows each finding's estimated budget; no finding was
+timed alone on an idle machine.
 """
 
 FINDINGS_DOC = "findings.md"
