@@ -32,7 +32,10 @@ def test_eval_command_reports_pass_at_k_over_episodes(agent_run):
     proc = rftkit("eval", str(agent_run / "models" / "rl"), "eval.n_samples=2", "eval.ks=[1,2]")
     assert "pass@2" in proc.stdout
     results = json.loads((agent_run / "models" / "rl" / "eval_results.json").read_text())
-    assert results["test"]["episode/turns_mean"] >= 1 and "episode/tool_calls_mean" in results["test"]
+    # episode keys, not tool use: whether the tiny model calls a tool in 2 samples is up to its weights
+    # (tool_calls_mean appears only when some episode called one; the training test checks that)
+    assert results["test"]["episode/turns_mean"] >= 1
+    assert sum(v for k, v in results["test"].items() if k.startswith("episode/end/")) == pytest.approx(1.0)
 
 
 def test_agent_kill_and_resume_is_exact(agent_run, tmp_path):
