@@ -59,7 +59,8 @@ def test_smoke_runs_every_part_on_cpu(tmp_path, capsys):
         r = res["learner"][dtype]
         assert (r["batch"], r["seq"]) == (s["prompts"] * s["group"], 7 + s["new_tokens"])
         flops = 6 * g["params"] * r["batch"] * r["seq"] / r["step_s"]
-        assert r["mfu"] == pytest.approx(flops / 1e9 / r["ceiling_gflops"]) and 0 < r["mfu"] < 1
+        # > 0 only: on CPU the bf16 "ceiling" is one short matmul timing, which a tiny model's step can beat
+        assert r["mfu"] == pytest.approx(flops / 1e9 / r["ceiling_gflops"]) and r["mfu"] > 0
 
     text = capsys.readouterr().out
     assert "CPU smoke, not a measurement" in text and "failed" not in text
